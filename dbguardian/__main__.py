@@ -1,0 +1,3 @@
+from dbguardian.cli import main
+
+main()

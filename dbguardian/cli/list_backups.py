@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import json
+
+import click
+
+from dbguardian.catalog import list_backups
+from dbguardian.cli.common import policy_from, run_async
+from dbguardian.errors import UsageError
+from dbguardian.storage import open_storage
+from dbguardian.units import format_size
+
+
+@click.command("list")
+@click.argument("target", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array, newest first.")
+@click.pass_context
+def command(ctx: click.Context, target: str | None, as_json: bool) -> None:
+    """List committed backups (of TARGET, or of every target), newest first."""
+    policy = policy_from(ctx)
+    if target is not None and target not in policy.targets:
+        raise UsageError(f"unknown target {target!r} (policy defines: {', '.join(sorted(policy.targets))})")
+    names = sorted({name for t in policy.targets.values() for name in t.storage}) if target is None else policy.targets[target].storage
+    storages = [open_storage(name, policy.storage[name]) for name in names]
+    targets = [target] if target else sorted(policy.targets)
+    records = [
+        record
+        for record in run_async(lambda: list_backups(storages, target))
+        if record.manifest.target in targets
+    ]
+    if as_json:
+        click.echo(json.dumps([record.to_json() for record in records], indent=2))
+        return
+    if not records:
+        click.echo("no backups")
+        return
+    click.echo(f"{'ID':<28} {'TARGET':<12} {'TIER':<8} {'FINISHED (UTC)':<20} {'STORED':>10} {'RAW':>10}  STORAGE")
+    for record in records:
+        manifest = record.manifest
+        click.echo(
+            f"{manifest.id:<28} {manifest.target:<12} {manifest.tier:<8} "
+            f"{manifest.finished_at.strftime('%Y-%m-%d %H:%M:%S'):<20} {format_size(manifest.size_bytes):>10} "
+            f"{format_size(manifest.raw_size_bytes):>10}  {','.join(record.storages)}"
+        )

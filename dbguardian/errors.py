@@ -1,0 +1,78 @@
+"""Every error dbguardian raises on purpose.
+
+    DbguardianError
+    ├── PolicyError            the policy file is missing or invalid (exit 2)
+    ├── UsageError             the command line asks for something impossible (exit 2)
+    └── OperationError         an operation ran and failed (exit 1)
+        ├── DatabaseError      PostgreSQL unreachable, authentication, SQL failure
+        ├── ToolError          a pg_* program is missing, too old, or failed
+        ├── PipelineError      a stream stage failed (corrupt compressed data, ...)
+        ├── StorageError       a storage backend failed
+        │   └── ObjectNotFound the object does not exist
+        ├── BackupNotFound     no valid backup matches the request
+        ├── ChecksumMismatch   stored bytes differ from the manifest
+        ├── RestoreRefused     restoring would overwrite data without --force
+        └── VerificationError  restored data differs from what the manifest recorded
+
+Messages are one line, meant for an operator, and never contain secrets.
+"""
+
+from __future__ import annotations
+
+
+class DbguardianError(Exception):
+    exit_code = 1
+
+
+class PolicyError(DbguardianError):
+    """One or more problems in the policy, each formatted as ``field.path: reason``."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+class UsageError(DbguardianError):
+    exit_code = 2
+
+
+class OperationError(DbguardianError):
+    exit_code = 1
+
+
+class DatabaseError(OperationError):
+    pass
+
+
+class ToolError(OperationError):
+    pass
+
+
+class PipelineError(OperationError):
+    pass
+
+
+class StorageError(OperationError):
+    pass
+
+
+class ObjectNotFound(StorageError):
+    pass
+
+
+class BackupNotFound(OperationError):
+    pass
+
+
+class ChecksumMismatch(OperationError):
+    pass
+
+
+class RestoreRefused(OperationError):
+    pass
+
+
+class VerificationError(OperationError):
+    pass

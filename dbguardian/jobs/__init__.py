@@ -1,0 +1,1 @@
+"""Jobs: thin orchestrators over the library (backup, restore; later health, drill, prune)."""

@@ -1,0 +1,245 @@
+"""One backup: snapshot facts, pg_dump streamed through compression into every storage, manifest last."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from dbguardian import __version__
+from dbguardian.catalog import (
+    Manifest,
+    StoredObject,
+    TableCount,
+    commit_manifest,
+    new_backup_id,
+    object_key,
+    remove_leftovers,
+)
+from dbguardian.dbfacts import count_rows, object_counts, server_facts
+from dbguardian.errors import OperationError, UsageError
+from dbguardian.logs import get_logger
+from dbguardian.pipeline.process import Child
+from dbguardian.pipeline.stages import Digest, compressor, file_suffix
+from dbguardian.policy import CompressionConfig, Policy, TargetConfig
+from dbguardian.postgres import ConnectionInfo, connected, connection_info, find_tool, server_major
+from dbguardian.progress import Progress
+from dbguardian.storage import Storage, open_storage
+from dbguardian.storage.base import ObjectWriter
+
+log = get_logger("dbguardian.backup")
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class StreamResult:
+    raw_size: int
+    stored: StoredObject
+
+
+def target_config(policy: Policy, target: str) -> TargetConfig:
+    try:
+        return policy.targets[target]
+    except KeyError:
+        known = ", ".join(sorted(policy.targets)) or "none"
+        raise UsageError(f"unknown target {target!r} (policy defines: {known})") from None
+
+
+def target_storages(policy: Policy, target: TargetConfig) -> list[Storage]:
+    return [open_storage(name, policy.storage[name]) for name in target.storage]
+
+
+async def stream_to_storages(
+    chunks: AsyncIterator[bytes],
+    compression: CompressionConfig,
+    storages: Sequence[Storage],
+    key: str,
+    progress: Progress | None = None,
+) -> StreamResult:
+    """Compress ``chunks`` and write them to ``key`` on every storage; commit only if all went well.
+
+    On any failure or cancellation every writer is aborted, so no partial object stays visible.
+    """
+    stage = compressor(compression.algorithm, compression.effective_level, compression.threads)
+    raw = 0
+    digest = Digest()
+    writers: list[ObjectWriter] = []
+    try:
+        for storage in storages:
+            writers.append(await storage.open_writer(key))
+
+        async def emit(data: bytes) -> None:
+            if data:
+                digest.update(data)
+                await asyncio.gather(*(writer.write(data) for writer in writers))
+
+        async for chunk in chunks:
+            raw += len(chunk)
+            if progress:
+                progress.advance(len(chunk))
+            await emit(await asyncio.to_thread(stage.feed, chunk))
+        await emit(await asyncio.to_thread(stage.flush))
+        for writer in writers:
+            await writer.commit()
+    except BaseException:
+        await asyncio.shield(_abort_all(writers))
+        raise
+    return StreamResult(
+        raw_size=raw,
+        stored=StoredObject(key=key, size_bytes=digest.size, sha256=digest.hexdigest(), raw_size_bytes=raw),
+    )
+
+
+async def _abort_all(writers: Sequence[ObjectWriter]) -> None:
+    for writer in writers:
+        with contextlib.suppress(Exception):
+            await writer.abort()
+
+
+async def _dump_globals(
+    policy: Policy,
+    info: ConnectionInfo,
+    major: int,
+    target: TargetConfig,
+    storages: Sequence[Storage],
+    key: str,
+) -> StoredObject:
+    tool = await find_tool("pg_dumpall", major, policy.pg_bin_dirs)
+    argv = [tool.path, "--globals-only", "--no-password", f"--database={info.database}"]
+    async with Child(argv, env=info.libpq_env()) as child:
+        result = await stream_to_storages(child.stdout_chunks(), target.compression, storages, key)
+        await child.wait_checked()
+    return result.stored
+
+
+async def backup_database(
+    policy: Policy,
+    target_name: str,
+    tier: str,
+    info: ConnectionInfo,
+    *,
+    clock: Clock = utcnow,
+) -> Manifest:
+    """Back up the database ``info`` points at, cataloguing it under ``target_name``/``tier``."""
+    target = target_config(policy, target_name)
+    storages = target_storages(policy, target)
+    started_at = clock()
+    started = time.monotonic()
+    backup_id = new_backup_id(started_at)
+    log.info("backup started", target=target_name, tier=tier, id=backup_id, database=info.database)
+    for storage in storages:
+        await remove_leftovers(storage, target_name, started_at, policy.leftover_grace)
+
+    async with connected(info) as connection:
+        facts = await server_facts(connection)
+        major = server_major(facts.server_version_num)
+        pg_dump = await find_tool("pg_dump", major, policy.pg_bin_dirs)
+        counts: list[TableCount] = []
+        kinds: dict[str, int] = {}
+        dump_key = object_key(target_name, backup_id, "dump.pgc" + file_suffix(target.compression.algorithm))
+        async with connection.transaction(isolation="repeatable_read", readonly=True):
+            snapshot = await connection.fetchval("SELECT pg_export_snapshot()")
+            argv = [
+                pg_dump.path,
+                "--format=custom",
+                "--compress=0",
+                f"--snapshot={snapshot}",
+                "--no-password",
+            ]
+            progress = Progress(f"backup {target_name}", None)
+
+            async def count_in_snapshot() -> None:
+                nonlocal counts, kinds
+                counts = await count_rows(connection)
+                kinds = await object_counts(connection)
+
+            async with Child(argv, env=info.libpq_env()) as child:
+
+                async def dump() -> StreamResult:
+                    result = await stream_to_storages(
+                        child.stdout_chunks(), target.compression, storages, dump_key, progress
+                    )
+                    await child.wait_checked()
+                    return result
+
+                # Counting reads the same snapshot while pg_dump streams; the transaction stays open
+                # until pg_dump is done, so its snapshot import can never find it gone.
+                async with asyncio.TaskGroup() as group:
+                    dump_task = group.create_task(dump())
+                    group.create_task(count_in_snapshot())
+            dump_result = dump_task.result()
+        objects = {"dump": dump_result.stored}
+        if target.globals:
+            objects["globals"] = await _dump_globals(
+                policy,
+                info,
+                major,
+                target,
+                storages,
+                object_key(target_name, backup_id, "globals.sql" + file_suffix(target.compression.algorithm)),
+            )
+
+    finished_at = clock()
+    manifest = Manifest(
+        id=backup_id,
+        target=target_name,
+        tier=tier,
+        database=info.database,
+        server_version=facts.server_version,
+        pg_dump_version=pg_dump.version,
+        dbguardian_version=__version__,
+        host=socket.gethostname(),
+        started_at=started_at,
+        finished_at=finished_at,
+        duration_seconds=round(time.monotonic() - started, 3),
+        raw_size_bytes=dump_result.raw_size,
+        size_bytes=dump_result.stored.size_bytes,
+        sha256=dump_result.stored.sha256,
+        compression={"algorithm": target.compression.algorithm, "level": target.compression.effective_level},
+        storage=[storage.name for storage in storages],
+        objects=objects,
+        tables=counts,
+        object_counts=kinds,
+        database_size_bytes=facts.database_size,
+        encoding=facts.encoding,
+        lc_collate=facts.lc_collate,
+        lc_ctype=facts.lc_ctype,
+        snapshot=snapshot,
+    )
+    failures = []
+    for storage in storages:
+        try:
+            await commit_manifest(storage, manifest)
+        except OperationError as error:
+            failures.append(f"{storage.name}: {error}")
+    if failures:
+        raise OperationError(f"backup {backup_id} could not be committed on: {'; '.join(failures)}")
+    progress.finish()
+    log.info(
+        "backup committed",
+        target=target_name,
+        tier=tier,
+        id=backup_id,
+        raw_bytes=manifest.raw_size_bytes,
+        stored_bytes=manifest.size_bytes,
+        seconds=manifest.duration_seconds,
+        tables=len(counts),
+        storage=manifest.storage,
+    )
+    return manifest
+
+
+async def run_backup(
+    policy: Policy, target_name: str, tier: str = "manual", *, clock: Clock = utcnow
+) -> Manifest:
+    target = target_config(policy, target_name)
+    return await backup_database(policy, target_name, tier, connection_info(target), clock=clock)

@@ -1,0 +1,1 @@
+"""Streaming stages (compress, decompress, digest) and the external-program source/sink."""

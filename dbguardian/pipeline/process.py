@@ -1,0 +1,142 @@
+"""The one wrapper for every external program (pg_dump, pg_restore, pg_dumpall, ...).
+
+Programs get an argument list (never a shell) and their secrets through the environment. Their
+stderr goes to the log line by line, redacted; lines that report errors are kept so the failure
+message can name the cause. Leaving the ``async with`` block early (an exception, a cancellation)
+kills the child's whole process group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import AsyncIterator, Mapping
+from types import TracebackType
+
+from dbguardian.errors import ToolError
+from dbguardian.logs import get_logger, redact_text
+
+log = get_logger("dbguardian.process")
+
+PIPE_LIMIT = 4 * 1024 * 1024
+ERROR_MARKERS = ("error:", "fatal:", "panic:", "could not", "failed")
+
+
+class Child:
+    """A running program; use as ``async with Child(argv, ...) as child:``."""
+
+    def __init__(
+        self,
+        argv: list[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        stdin: bool = False,
+        stdout: bool = True,
+        stdout_path: str | None = None,
+    ) -> None:
+        self.argv = argv
+        self.name = os.path.basename(argv[0])
+        self._env = {**os.environ, **(env or {})}
+        self._want_stdin = stdin
+        self._want_stdout = stdout
+        self._stdout_path = stdout_path
+        self._process: asyncio.subprocess.Process | None = None
+        self._stderr_task: asyncio.Task[None] | None = None
+        self.error_lines: list[str] = []
+        self.stderr_lines: list[str] = []
+
+    @property
+    def process(self) -> asyncio.subprocess.Process:
+        if self._process is None:
+            raise RuntimeError("child not started")
+        return self._process
+
+    async def __aenter__(self) -> Child:
+        stdout: int | None = asyncio.subprocess.PIPE if self._want_stdout else asyncio.subprocess.DEVNULL
+        try:
+            self._process = await asyncio.create_subprocess_exec(
+                *self.argv,
+                stdin=asyncio.subprocess.PIPE if self._want_stdin else asyncio.subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=asyncio.subprocess.PIPE,
+                env=self._env,
+                limit=PIPE_LIMIT,
+                # Its own process group: a terminal's Ctrl-C reaches dbguardian, which then stops it cleanly.
+                start_new_session=True,
+            )
+        except OSError as error:
+            raise ToolError(f"cannot start {self.name}: {error.strerror}") from None
+        log.debug("started", program=self.name, pid=self._process.pid, argv=self.argv)
+        self._stderr_task = asyncio.create_task(self._pump_stderr())
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._process is not None and self._process.returncode is None:
+            self.kill()
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._process.wait())
+        if self._stderr_task is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(self._stderr_task), timeout=5)
+
+    def kill(self) -> None:
+        if self._process is None or self._process.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._process.pid, signal.SIGKILL)
+        log.warning("killed", program=self.name, pid=self._process.pid)
+
+    async def _pump_stderr(self) -> None:
+        assert self.process.stderr is not None
+        async for raw in self.process.stderr:
+            line = redact_text(raw.decode(errors="replace").rstrip())
+            if not line:
+                continue
+            self.stderr_lines.append(line)
+            if any(marker in line.lower() for marker in ERROR_MARKERS):
+                self.error_lines.append(line)
+                log.error("program stderr", program=self.name, line=line)
+            else:
+                log.info("program stderr", program=self.name, line=line)
+
+    async def stdout_chunks(self, size: int = 1024 * 1024) -> AsyncIterator[bytes]:
+        assert self.process.stdout is not None
+        while True:
+            chunk = await self.process.stdout.read(size)
+            if not chunk:
+                return
+            yield chunk
+
+    async def write(self, chunk: bytes) -> bool:
+        """Feed stdin; False once the program closed its input (it stopped reading)."""
+        assert self.process.stdin is not None
+        try:
+            self.process.stdin.write(chunk)
+            await self.process.stdin.drain()
+        except (BrokenPipeError, ConnectionResetError):
+            return False
+        return True
+
+    async def close_stdin(self) -> None:
+        assert self.process.stdin is not None
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            self.process.stdin.close()
+            await self.process.stdin.wait_closed()
+
+    async def wait_checked(self, *, fail_on_error_lines: bool = True) -> None:
+        """Wait for exit; raise :class:`ToolError` on a non-zero exit or an error reported on stderr."""
+        code = await self.process.wait()
+        if self._stderr_task is not None:
+            await self._stderr_task
+        if code != 0 or (fail_on_error_lines and self.error_lines):
+            reason = (
+                self.error_lines[-1]
+                if self.error_lines
+                else (self.stderr_lines[-1] if self.stderr_lines else "no message")
+            )
+            how = f"exited with code {code}" if code >= 0 else f"was killed by signal {-code}"
+            raise ToolError(f"{self.name} {how}: {reason}")

@@ -1,0 +1,311 @@
+"""The policy file: pydantic models, environment overrides and one-line-per-problem errors.
+
+The YAML is validated strictly (unknown keys are errors). Environment variables with the prefix
+``DBGUARDIAN_`` override it, nested with ``__``: ``DBGUARDIAN_TARGETS__APP__PASSWORD`` sets
+``targets.app.password``, so secrets never need to be in the file.
+"""
+
+from __future__ import annotations
+
+import re
+import zoneinfo
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from dbguardian.errors import PolicyError
+from dbguardian.units import parse_duration, parse_size
+
+DEFAULT_POLICY_PATH = Path("/etc/dbguardian/policy.yaml")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+Size = Annotated[int, BeforeValidator(parse_size)]
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LocalStorageConfig(StrictModel):
+    """A directory on a local or mounted filesystem."""
+
+    type: Literal["local"]
+    path: Path
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        if not value.is_absolute():
+            raise ValueError("must be an absolute path")
+        return value
+
+
+StorageConfig = Annotated[LocalStorageConfig, Field(discriminator="type")]
+STORAGE_TYPES = ("local",)
+
+_LEVELS = {"zstd": (1, 19, 3), "gzip": (1, 9, 6), "none": (0, 0, 0)}
+
+
+class CompressionConfig(StrictModel):
+    algorithm: Literal["zstd", "gzip", "none"] = "zstd"
+    level: int | None = None
+    threads: int = Field(default=0, ge=0, description="zstd worker threads; 0 = one per CPU")
+
+    @model_validator(mode="after")
+    def _level_in_range(self) -> CompressionConfig:
+        low, high, default = _LEVELS[self.algorithm]
+        if self.level is None:
+            object.__setattr__(self, "level", default)
+        elif not low <= self.level <= high:
+            raise ValueError(f"level {self.level} is out of range for {self.algorithm} ({low}-{high})")
+        return self
+
+    @property
+    def effective_level(self) -> int:
+        return self.level if self.level is not None else _LEVELS[self.algorithm][2]
+
+
+def _validate_cron(expression: str) -> str:
+    from apscheduler.triggers.cron import CronTrigger
+
+    fields = expression.split()
+    if len(fields) != 5:
+        raise ValueError(f"expected 5 fields (minute hour day month weekday), got {len(fields)}")
+    try:
+        CronTrigger.from_crontab(expression, timezone="UTC")
+    except ValueError as error:
+        raise ValueError(f"invalid cron expression {expression!r}: {error}") from None
+    return expression
+
+
+class ScheduleConfig(StrictModel):
+    """When a tier runs (a 5-field ``cron`` in the policy's timezone, or ``every``) and how many to keep."""
+
+    cron: Annotated[str, BeforeValidator(str.strip)] | None = None
+    every: Duration | None = None
+    keep: int | None = Field(default=None, ge=1)
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        return None if value is None else _validate_cron(value)
+
+    @field_validator("every")
+    @classmethod
+    def _every_positive(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and value < timedelta(seconds=1):
+            raise ValueError("must be at least 1s")
+        return value
+
+    @model_validator(mode="after")
+    def _one_trigger(self) -> ScheduleConfig:
+        if (self.cron is None) == (self.every is None):
+            raise ValueError("set exactly one of 'cron' or 'every'")
+        return self
+
+
+def _validate_dsn(dsn: str) -> str:
+    parts = urlsplit(dsn)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ValueError(
+            "must be a URL starting with postgresql:// (e.g. postgresql://backup@127.0.0.1:5432/app)"
+        )
+    if not parts.path.strip("/"):
+        raise ValueError("names no database; add it after the host: postgresql://user@host:5432/DBNAME")
+    try:
+        _ = parts.port
+    except ValueError:
+        raise ValueError("has an invalid port") from None
+    return dsn
+
+
+class TargetConfig(StrictModel):
+    """One database to keep recoverable."""
+
+    dsn: Annotated[str, BeforeValidator(str.strip)]
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    storage: list[str] = Field(min_length=1)
+    compression: CompressionConfig = CompressionConfig()
+    schedules: dict[str, ScheduleConfig] = Field(default_factory=dict)
+    globals: bool = False
+
+    @field_validator("dsn")
+    @classmethod
+    def _dsn(cls, value: str) -> str:
+        return _validate_dsn(value)
+
+    @field_validator("schedules")
+    @classmethod
+    def _tier_names(cls, value: dict[str, ScheduleConfig]) -> dict[str, ScheduleConfig]:
+        for tier in value:
+            if not NAME_PATTERN.match(tier):
+                raise ValueError(f"tier name {tier!r} must be letters, digits, '_', '-', '.'")
+            if tier in ("manual", "safety"):
+                raise ValueError(f"tier name {tier!r} is reserved")
+        return value
+
+    @field_validator("storage")
+    @classmethod
+    def _unique_storage(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("lists a storage twice")
+        return value
+
+    def read_password(self) -> str | None:
+        """The password from the environment/policy, else from ``password_file``, else None (libpq's own)."""
+        if self.password is not None:
+            return self.password.get_secret_value()
+        if self.password_file is not None:
+            try:
+                return self.password_file.read_text().strip("\r\n")
+            except OSError as error:
+                from dbguardian.errors import DatabaseError
+
+                raise DatabaseError(
+                    f"cannot read password_file {self.password_file}: {error.strerror}"
+                ) from None
+        return None
+
+
+class Policy(BaseSettings):
+    """The whole policy file."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DBGUARDIAN_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        case_sensitive=False,
+    )
+
+    version: Literal[1]
+    state_dir: Path
+    timezone: str = "UTC"
+    leftover_grace: Duration = timedelta(hours=6)
+    pg_bin_dirs: list[Path] = Field(default_factory=list)
+    storage: dict[str, StorageConfig] = Field(min_length=1)
+    targets: dict[str, TargetConfig] = Field(min_length=1)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment overrides the YAML (passed as init kwargs); no .env or secrets dir magic.
+        return (env_settings, init_settings)
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name like Europe/Berlin)") from None
+        return value
+
+    @field_validator("storage", "targets")
+    @classmethod
+    def _names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name in value:
+            if not NAME_PATTERN.match(name):
+                raise ValueError(f"name {name!r} must be letters, digits, '_', '-', '.' (at most 63)")
+        return value
+
+    @field_validator("state_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        if not value.is_absolute():
+            raise ValueError("must be an absolute path")
+        return value
+
+    def cross_check(self) -> list[str]:
+        """Problems that span sections (a target naming an undefined storage)."""
+        problems = []
+        for target_name, target in self.targets.items():
+            for index, storage_name in enumerate(target.storage):
+                if storage_name not in self.storage:
+                    defined = ", ".join(sorted(self.storage)) or "none"
+                    problems.append(
+                        f"targets.{target_name}.storage.{index}: unknown storage {storage_name!r} "
+                        f"(defined: {defined})"
+                    )
+        return problems
+
+
+def _format_error(error: Any) -> str:
+    loc = [str(part) for part in error["loc"]]
+    # Drop discriminator tags pydantic inserts into the path (storage.local.local.path).
+    cleaned: list[str] = []
+    for index, part in enumerate(loc):
+        if index == 2 and loc[0] == "storage" and part in STORAGE_TYPES:
+            continue
+        cleaned.append(part)
+    message = str(error["msg"])
+    message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    if error["type"] == "extra_forbidden":
+        message = "unknown key"
+    elif error["type"] == "missing":
+        message = "required key is missing"
+    elif error["type"] == "union_tag_invalid":
+        message = f"unknown type {error.get('input', {}).get('type')!r}; expected one of: {', '.join(STORAGE_TYPES)}"
+    field = ".".join(cleaned) or "policy"
+    return f"{field}: {message}"
+
+
+def parse_policy(data: Any) -> Policy:
+    """Validate already-parsed YAML data (plus environment overrides) into a :class:`Policy`."""
+    if not isinstance(data, dict):
+        raise PolicyError(["policy: the file must be a YAML mapping (version, state_dir, storage, targets)"])
+    try:
+        policy = Policy(**data)
+    except ValidationError as error:
+        raise PolicyError([_format_error(item) for item in error.errors()]) from None
+    problems = policy.cross_check()
+    if problems:
+        raise PolicyError(problems)
+    return policy
+
+
+def load_policy(path: Path) -> Policy:
+    """Read and validate the policy file; raises :class:`PolicyError` with one line per problem."""
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise PolicyError([f"policy: cannot read {path}: {error.strerror}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error)
+        raise PolicyError([f"policy: YAML syntax error{where}: {problem}"]) from None
+    return parse_policy(data)
+
+
+def summarize(policy: Policy) -> str:
+    schedules = sum(len(target.schedules) for target in policy.targets.values())
+    return (
+        f"policy ok: {len(policy.targets)} target(s) ({', '.join(policy.targets)}), "
+        f"{len(policy.storage)} storage(s) ({', '.join(policy.storage)}), {schedules} schedule(s), "
+        f"timezone {policy.timezone}"
+    )

@@ -1,0 +1,193 @@
+"""PostgreSQL access: connections (asyncpg), libpq environment for the pg_* programs, tool discovery."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import glob
+import os
+import re
+import shutil
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
+
+import asyncpg
+
+from dbguardian.errors import DatabaseError, ToolError
+from dbguardian.logs import get_logger, redact_text, register_secret
+from dbguardian.policy import TargetConfig
+
+log = get_logger("dbguardian.postgres")
+
+# libpq URL query parameters and the environment variables that carry them.
+_QUERY_ENV = {
+    "host": "PGHOST",
+    "port": "PGPORT",
+    "user": "PGUSER",
+    "dbname": "PGDATABASE",
+    "sslmode": "PGSSLMODE",
+    "sslrootcert": "PGSSLROOTCERT",
+    "sslcert": "PGSSLCERT",
+    "sslkey": "PGSSLKEY",
+    "connect_timeout": "PGCONNECT_TIMEOUT",
+    "application_name": "PGAPPNAME",
+    "target_session_attrs": "PGTARGETSESSIONATTRS",
+    "options": "PGOPTIONS",
+}
+
+
+@dataclass(frozen=True)
+class ConnectionInfo:
+    """A target's connection split into a password-free DSN and the password itself."""
+
+    dsn: str
+    password: str | None
+    database: str
+
+    def with_database(self, database: str) -> ConnectionInfo:
+        parts = urlsplit(self.dsn)
+        return ConnectionInfo(
+            dsn=urlunsplit(parts._replace(path="/" + database)), password=self.password, database=database
+        )
+
+    def libpq_env(self) -> dict[str, str]:
+        """Environment for pg_dump & co.: connection in PG* variables, never in the argument list."""
+        parts = urlsplit(self.dsn)
+        env: dict[str, str] = {"PGDATABASE": self.database}
+        if parts.hostname:
+            env["PGHOST"] = unquote(parts.hostname)
+        if parts.port:
+            env["PGPORT"] = str(parts.port)
+        if parts.username:
+            env["PGUSER"] = unquote(parts.username)
+        for key, value in parse_qsl(parts.query):
+            if key in _QUERY_ENV:
+                env[_QUERY_ENV[key]] = value
+        if self.password is not None:
+            env["PGPASSWORD"] = self.password
+        return env
+
+    def describe(self) -> str:
+        env = self.libpq_env()
+        return f"{env.get('PGUSER', '?')}@{env.get('PGHOST', 'localhost')}:{env.get('PGPORT', '5432')}/{self.database}"
+
+
+def connection_info(target: TargetConfig) -> ConnectionInfo:
+    parts = urlsplit(target.dsn)
+    password = unquote(parts.password) if parts.password else None
+    configured = target.read_password()
+    if configured is not None:
+        password = configured
+    register_secret(password)
+    netloc = parts.hostname or ""
+    if parts.hostname and ":" in parts.hostname:
+        netloc = f"[{parts.hostname}]"
+    if parts.port:
+        netloc = f"{netloc}:{parts.port}"
+    if parts.username:
+        netloc = f"{parts.username}@{netloc}"
+    query_db = dict(parse_qsl(parts.query)).get("dbname")
+    database = query_db or unquote(parts.path.lstrip("/"))
+    dsn = urlunsplit(parts._replace(netloc=netloc))
+    return ConnectionInfo(dsn=dsn, password=password, database=database)
+
+
+def _database_error(info: ConnectionInfo, error: BaseException) -> DatabaseError:
+    detail = redact_text(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
+    return DatabaseError(f"cannot connect to {info.describe()}: {detail}")
+
+
+async def connect(info: ConnectionInfo, timeout: float = 15) -> asyncpg.Connection:
+    try:
+        return await asyncpg.connect(
+            dsn=info.dsn,
+            password=info.password,
+            timeout=timeout,
+            server_settings={"application_name": "dbguardian"},
+        )
+    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+        raise _database_error(info, error) from None
+    except ValueError as error:  # asyncpg's DSN parser
+        raise _database_error(info, error) from None
+
+
+@contextlib.asynccontextmanager
+async def connected(info: ConnectionInfo) -> AsyncIterator[asyncpg.Connection]:
+    connection = await connect(info)
+    try:
+        yield connection
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(connection.close(), timeout=5)
+        if not connection.is_closed():
+            connection.terminate()
+
+
+def server_major(server_version_num: int) -> int:
+    return server_version_num // 10000
+
+
+@dataclass(frozen=True)
+class Tool:
+    path: str
+    major: int
+    version: str
+
+
+_VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
+
+
+def _candidates(name: str, extra_dirs: list[Path]) -> list[str]:
+    found: list[str] = []
+    for directory in extra_dirs:
+        path = directory / name
+        if path.is_file() and os.access(path, os.X_OK):
+            found.append(str(path))
+    on_path = shutil.which(name)
+    if on_path:
+        found.append(on_path)
+    found.extend(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}")))
+    found.extend(sorted(glob.glob(f"/usr/pgsql-*/bin/{name}")))
+    unique: list[str] = []
+    for path in found:
+        real = os.path.realpath(path)
+        if real not in unique:
+            unique.append(real)
+    return unique
+
+
+async def _tool_version(path: str) -> Tool | None:
+    try:
+        process = await asyncio.create_subprocess_exec(
+            path, "--version", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
+        )
+        out, _ = await asyncio.wait_for(process.communicate(), timeout=10)
+    except (TimeoutError, OSError):
+        return None
+    match = _VERSION.search(out.decode(errors="replace"))
+    if not match:
+        return None
+    return Tool(path=path, major=int(match.group(1)), version=out.decode().strip().split()[-1])
+
+
+async def find_tool(name: str, major: int, extra_dirs: list[Path] | None = None) -> Tool:
+    """The ``name`` program (pg_dump, pg_restore, ...) matching server ``major``; a newer one if no exact match.
+
+    pg_dump refuses to dump a server newer than itself, and a newer pg_dump reads older servers, so an
+    older tool is never used.
+    """
+    tools = [tool for path in _candidates(name, extra_dirs or []) if (tool := await _tool_version(path))]
+    exact = [tool for tool in tools if tool.major == major]
+    if exact:
+        return exact[0]
+    newer = sorted((tool for tool in tools if tool.major > major), key=lambda tool: tool.major)
+    if newer:
+        log.warning("no exact tool version", program=name, server_major=major, using=newer[0].path)
+        return newer[0]
+    seen = ", ".join(f"{tool.path} ({tool.major})" for tool in tools) or "none found"
+    raise ToolError(
+        f"no {name} for PostgreSQL {major} (found: {seen}); install the PostgreSQL {major} client "
+        f"tools or add their directory to pg_bin_dirs"
+    )

@@ -1,0 +1,329 @@
+"""Restore a committed backup: into a new database, over an existing one (after a safety backup), or
+validate-only.
+
+Data always lands in a staging database first; only after pg_restore succeeded, the stored bytes
+matched the manifest's sha256 and every table's row count matched the manifest does the staging
+database take the requested name. A failed restore leaves the existing database untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+
+from dbguardian.catalog import SAFETY_TIER, BackupRecord, Manifest, StoredObject, list_backups, select_backup
+from dbguardian.dbfacts import compare_counts, count_rows, object_counts, quote_ident
+from dbguardian.errors import (
+    ChecksumMismatch,
+    DatabaseError,
+    OperationError,
+    RestoreRefused,
+    UsageError,
+    VerificationError,
+)
+from dbguardian.jobs.backup import backup_database, target_config, target_storages
+from dbguardian.logs import get_logger
+from dbguardian.pipeline.process import Child
+from dbguardian.pipeline.stages import Digest, decompressor
+from dbguardian.policy import Policy
+from dbguardian.postgres import ConnectionInfo, connected, connection_info, find_tool
+from dbguardian.progress import Progress
+from dbguardian.storage import Storage
+
+log = get_logger("dbguardian.restore")
+
+MAX_DB_NAME = 63
+
+
+@dataclass
+class RestoreReport:
+    backup_id: str
+    target: str
+    database: str
+    storage: str
+    mode: str
+    seconds: float
+    tables: int
+    rows: int
+    safety_backup_id: str | None = None
+    replaced_existing: bool = False
+
+
+@dataclass
+class ValidateReport:
+    backup_id: str
+    target: str
+    storage: str
+    stored_bytes: int
+    raw_bytes: int
+    toc_entries: int
+    seconds: float
+    toc: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Located:
+    record: BackupRecord
+    storage: Storage
+
+
+async def locate(policy: Policy, target_name: str, reference: str, from_storage: str | None = None) -> Located:
+    target = target_config(policy, target_name)
+    storages = target_storages(policy, target)
+    if from_storage is not None:
+        storages = [storage for storage in storages if storage.name == from_storage]
+        if not storages:
+            raise UsageError(f"target {target_name!r} does not use storage {from_storage!r}")
+    record = select_backup(await list_backups(storages, target_name), target_name, reference)
+    chosen = next(storage for storage in storages if storage.name in record.storages)
+    return Located(record, chosen)
+
+
+async def read_verified(
+    storage: Storage, manifest: Manifest, stored: StoredObject, progress: Progress | None = None
+) -> AsyncIterator[bytes]:
+    """Decompressed bytes of a stored object; raises at the end if its size or sha256 differ from the manifest."""
+    algorithm = str(manifest.compression["algorithm"])
+    stage = decompressor(algorithm)
+    digest = Digest()
+    async for chunk in storage.read(stored.key):
+        digest.update(chunk)
+        if progress:
+            progress.advance(len(chunk))
+        if digest.size > stored.size_bytes:
+            raise ChecksumMismatch(
+                f"{storage.name}:{stored.key} is larger than the manifest's {stored.size_bytes} bytes; "
+                "the stored object was changed"
+            )
+        out = await asyncio.to_thread(stage.feed, chunk)
+        if out:
+            yield out
+    if digest.size != stored.size_bytes or digest.hexdigest() != stored.sha256:
+        raise ChecksumMismatch(
+            f"{storage.name}:{stored.key}: {digest.size} bytes with sha256 {digest.hexdigest()[:16]}…, "
+            f"the manifest says {stored.size_bytes} bytes with sha256 {stored.sha256[:16]}…; "
+            "the stored object is corrupt or was changed"
+        )
+    tail = stage.flush()
+    if tail:
+        yield tail
+
+
+async def _feed(child: Child, chunks: AsyncIterator[bytes]) -> None:
+    """Write all chunks to the child's stdin; keep reading (to verify the checksum) if it stops early."""
+    accepting = True
+    async for chunk in chunks:
+        if accepting and not await child.write(chunk):
+            accepting = False
+    await child.close_stdin()
+
+
+async def validate(policy: Policy, target_name: str, reference: str, from_storage: str | None = None) -> ValidateReport:
+    """Read, checksum, decompress and ``pg_restore --list`` a backup without touching any database."""
+    started = time.monotonic()
+    located = await locate(policy, target_name, reference, from_storage)
+    manifest = located.record.manifest
+    stored = manifest.objects["dump"]
+    pg_restore = await find_tool("pg_restore", _major(manifest.server_version), policy.pg_bin_dirs)
+    progress = Progress(f"validate {manifest.id}", stored.size_bytes)
+    async with Child([pg_restore.path, "--list"], stdin=True) as child:
+        lines: list[str] = []
+
+        async def collect() -> None:
+            async for chunk in child.stdout_chunks():
+                lines.extend(chunk.decode(errors="replace").splitlines())
+
+        await asyncio.gather(_feed(child, read_verified(located.storage, manifest, stored, progress)), collect())
+        await child.wait_checked()
+    if "globals" in manifest.objects:
+        async for _ in read_verified(located.storage, manifest, manifest.objects["globals"]):
+            pass
+    progress.finish()
+    toc = [line for line in lines if line and not line.startswith(";")]
+    report = ValidateReport(
+        backup_id=manifest.id,
+        target=target_name,
+        storage=located.storage.name,
+        stored_bytes=stored.size_bytes,
+        raw_bytes=stored.raw_size_bytes,
+        toc_entries=len(toc),
+        seconds=round(time.monotonic() - started, 3),
+        toc=toc,
+    )
+    log.info("backup validated", target=target_name, id=manifest.id, storage=located.storage.name, toc_entries=len(toc))
+    return report
+
+
+def _major(server_version: str) -> int:
+    return int(server_version.split(".")[0].split()[0])
+
+
+def staging_name(into: str) -> str:
+    suffix = f"_dbg_restore_{secrets.token_hex(3)}"
+    return into[: MAX_DB_NAME - len(suffix)] + suffix
+
+
+async def _admin_connection(info: ConnectionInfo) -> asyncpg.Connection:
+    """A connection for CREATE/RENAME/DROP DATABASE: the maintenance database, else the target's own."""
+    from dbguardian.postgres import connect
+
+    try:
+        return await connect(info.with_database("postgres"))
+    except DatabaseError:
+        return await connect(info)
+
+
+async def _database_exists(admin: asyncpg.Connection, name: str) -> bool:
+    return bool(await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name))
+
+
+async def _drop_database(admin: asyncpg.Connection, name: str) -> None:
+    with contextlib.suppress(asyncpg.PostgresError):
+        await admin.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
+
+
+async def _pg_restore(
+    policy: Policy,
+    located: Located,
+    info: ConnectionInfo,
+    staging: str,
+    jobs: int,
+    no_owner: bool,
+) -> str:
+    manifest = located.record.manifest
+    stored = manifest.objects["dump"]
+    pg_restore = await find_tool("pg_restore", _major(manifest.server_version), policy.pg_bin_dirs)
+    base = [pg_restore.path, "--no-password", "--exit-on-error", f"--dbname={staging}"]
+    if no_owner:
+        base.append("--no-owner")
+    env = info.with_database(staging).libpq_env()
+    progress = Progress(f"restore {manifest.id}", stored.size_bytes)
+    if jobs <= 1:
+        # Streaming: decompressed bytes go straight into pg_restore; no temporary copy on disk.
+        async with Child(base, env=env, stdin=True, stdout=False) as child:
+            await _feed(child, read_verified(located.storage, manifest, stored, progress))
+            await child.wait_checked()
+        progress.finish()
+        return "stream"
+    # Parallel pg_restore needs a seekable file: spool the verified archive to disk first.
+    spool_dir = policy.state_dir / "tmp"
+    spool_dir.mkdir(parents=True, exist_ok=True)
+    fd, spool_name = tempfile.mkstemp(prefix=f"restore-{manifest.id}-", suffix=".pgc", dir=spool_dir)
+    spool = Path(spool_name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            async for chunk in read_verified(located.storage, manifest, stored, progress):
+                await asyncio.to_thread(handle.write, chunk)
+        progress.finish()
+        async with Child([*base, f"--jobs={jobs}", str(spool)], env=env, stdout=False) as child:
+            await child.wait_checked()
+    finally:
+        spool.unlink(missing_ok=True)
+    return f"file, {jobs} jobs"
+
+
+async def _verify_restored(info: ConnectionInfo, manifest: Manifest) -> tuple[int, int]:
+    async with connected(info) as connection:
+        actual = await count_rows(connection)
+        kinds = await object_counts(connection)
+    problems = compare_counts(manifest.tables, actual)
+    for kind, expected in manifest.object_counts.items():
+        if kinds.get(kind, 0) != expected:
+            problems.append(f"{kind}: {kinds.get(kind, 0)}, expected {expected}")
+    if problems:
+        raise VerificationError("restored data differs from the manifest: " + "; ".join(problems))
+    return len(actual), sum(count.rows for count in actual)
+
+
+async def restore(
+    policy: Policy,
+    target_name: str,
+    reference: str,
+    into: str,
+    *,
+    force: bool = False,
+    jobs: int = 1,
+    no_owner: bool = False,
+    from_storage: str | None = None,
+) -> RestoreReport:
+    if not into or len(into) > MAX_DB_NAME:
+        raise UsageError(f"--into must be a database name of 1 to {MAX_DB_NAME} characters")
+    started = time.monotonic()
+    target = target_config(policy, target_name)
+    located = await locate(policy, target_name, reference, from_storage)
+    manifest = located.record.manifest
+    info = connection_info(target)
+    admin = await _admin_connection(info)
+    try:
+        exists = await _database_exists(admin, into)
+        if exists and not force:
+            raise RestoreRefused(
+                f"database {into!r} already exists; pass --force to replace it (a safety backup is taken first)"
+            )
+        safety_id = None
+        if exists:
+            safety = await backup_database(policy, target_name, SAFETY_TIER, info.with_database(into))
+            safety_id = safety.id
+            log.info("safety backup taken before replacing", database=into, id=safety_id)
+        staging = staging_name(into)
+        try:
+            await admin.execute(
+                f"CREATE DATABASE {quote_ident(staging)} TEMPLATE template0 ENCODING '{manifest.encoding}' "
+                f"LC_COLLATE '{manifest.lc_collate}' LC_CTYPE '{manifest.lc_ctype}'"
+            )
+        except asyncpg.PostgresError as error:
+            raise DatabaseError(f"cannot create database {staging!r}: {error}") from None
+        log.info("restore started", target=target_name, id=manifest.id, storage=located.storage.name, staging=staging)
+        try:
+            mode = await _pg_restore(policy, located, info, staging, jobs, no_owner)
+            tables, rows = await _verify_restored(info.with_database(staging), manifest)
+            await _swap_into_place(admin, staging, into, exists)
+        except BaseException:
+            await asyncio.shield(_drop_database(admin, staging))
+            raise
+    finally:
+        await asyncio.shield(admin.close())
+    report = RestoreReport(
+        backup_id=manifest.id,
+        target=target_name,
+        database=into,
+        storage=located.storage.name,
+        mode=mode,
+        seconds=round(time.monotonic() - started, 3),
+        tables=tables,
+        rows=rows,
+        safety_backup_id=safety_id,
+        replaced_existing=exists,
+    )
+    log.info("restore finished", **report.__dict__)
+    return report
+
+
+async def _swap_into_place(admin: asyncpg.Connection, staging: str, into: str, replace: bool) -> None:
+    try:
+        if replace:
+            retired = staging_name(into + "_old")
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+                into,
+            )
+            await admin.execute(f"ALTER DATABASE {quote_ident(into)} RENAME TO {quote_ident(retired)}")
+            try:
+                await admin.execute(f"ALTER DATABASE {quote_ident(staging)} RENAME TO {quote_ident(into)}")
+            except asyncpg.PostgresError:
+                await admin.execute(f"ALTER DATABASE {quote_ident(retired)} RENAME TO {quote_ident(into)}")
+                raise
+            await admin.execute(f"DROP DATABASE {quote_ident(retired)} WITH (FORCE)")
+        else:
+            await admin.execute(f"ALTER DATABASE {quote_ident(staging)} RENAME TO {quote_ident(into)}")
+    except asyncpg.PostgresError as error:
+        raise OperationError(f"cannot move the restored database into place as {into!r}: {error}") from None

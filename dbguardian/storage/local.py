@@ -1,0 +1,181 @@
+"""A directory on a local (or mounted) filesystem.
+
+Durability follows the usual recipe: write to a hidden temporary name in the final directory,
+fsync the file, rename it over the final name, fsync the directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import secrets
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+from dbguardian.errors import ObjectNotFound, StorageError
+from dbguardian.storage.base import READ_CHUNK, Capabilities, ObjectInfo, check_key
+
+TEMP_MARK = ".tmp-"
+
+
+def _describe_os_error(action: str, path: Path, error: OSError) -> StorageError:
+    if error.errno == errno.ENOSPC:
+        return StorageError(f"{action} {path}: no space left on device")
+    return StorageError(f"{action} {path}: {error.strerror or error}")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LocalWriter:
+    def __init__(self, key: str, final: Path) -> None:
+        self._key = key
+        self._final = final
+        self._temp = final.with_name(f".{final.name}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
+        self._file = self._temp.open("xb")
+        self._size = 0
+        self._done = False
+
+    async def write(self, chunk: bytes) -> None:
+        try:
+            await asyncio.to_thread(self._file.write, chunk)
+        except OSError as error:
+            raise _describe_os_error("cannot write", self._final, error) from None
+        self._size += len(chunk)
+
+    def _commit_sync(self) -> ObjectInfo:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        self._temp.rename(self._final)
+        _fsync_dir(self._final.parent)
+        return ObjectInfo(
+            key=self._key, size=self._size, modified=datetime.fromtimestamp(self._final.stat().st_mtime, UTC)
+        )
+
+    async def commit(self) -> ObjectInfo:
+        if self._done:
+            raise StorageError(f"{self._final}: writer already finished")
+        try:
+            info = await asyncio.to_thread(self._commit_sync)
+        except OSError as error:
+            await self.abort()
+            raise _describe_os_error("cannot commit", self._final, error) from None
+        self._done = True
+        return info
+
+    async def abort(self) -> None:
+        self._done = True
+        self._file.close()
+        self._temp.unlink(missing_ok=True)
+
+
+class LocalStorage:
+    capabilities = Capabilities(atomic_rename=True)
+
+    def __init__(self, name: str, root: Path) -> None:
+        self.name = name
+        self.root = root
+
+    def describe(self) -> str:
+        return f"{self.name} (local {self.root})"
+
+    def _path(self, key: str) -> Path:
+        return self.root.joinpath(*check_key(key).split("/"))
+
+    def _info(self, key: str, path: Path) -> ObjectInfo:
+        stat = path.stat()
+        return ObjectInfo(key=key, size=stat.st_size, modified=datetime.fromtimestamp(stat.st_mtime, UTC))
+
+    async def open_writer(self, key: str) -> LocalWriter:
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return LocalWriter(key, path)
+        except OSError as error:
+            raise _describe_os_error("cannot create", path, error) from None
+
+    async def read(self, key: str, chunk_size: int = READ_CHUNK) -> AsyncIterator[bytes]:
+        path = self._path(key)
+        try:
+            handle = path.open("rb")
+        except FileNotFoundError:
+            raise ObjectNotFound(f"{self.name}: no object {key}") from None
+        except OSError as error:
+            raise _describe_os_error("cannot read", path, error) from None
+        with handle:
+            while True:
+                try:
+                    chunk = await asyncio.to_thread(handle.read, chunk_size)
+                except OSError as error:
+                    raise _describe_os_error("cannot read", path, error) from None
+                if not chunk:
+                    return
+                yield chunk
+
+    def _list_sync(self, prefix: str) -> list[ObjectInfo]:
+        # Walk only the directory that can hold matches, then filter by the full key prefix.
+        base_parts = prefix.split("/")[:-1]
+        base = self.root.joinpath(*base_parts) if base_parts else self.root
+        found: list[ObjectInfo] = []
+        if not base.is_dir():
+            return found
+        for directory, _subdirs, files in os.walk(base):
+            for file_name in files:
+                path = Path(directory, file_name)
+                key = path.relative_to(self.root).as_posix()
+                if key.startswith(prefix):
+                    try:
+                        found.append(self._info(key, path))
+                    except FileNotFoundError:  # deleted while listing
+                        continue
+        return sorted(found, key=lambda info: info.key)
+
+    async def list(self, prefix: str = "") -> list[ObjectInfo]:
+        try:
+            return await asyncio.to_thread(self._list_sync, prefix)
+        except OSError as error:
+            raise _describe_os_error("cannot list", self.root, error) from None
+
+    async def stat(self, key: str) -> ObjectInfo:
+        path = self._path(key)
+        try:
+            return self._info(key, path)
+        except FileNotFoundError:
+            raise ObjectNotFound(f"{self.name}: no object {key}") from None
+        except OSError as error:
+            raise _describe_os_error("cannot stat", path, error) from None
+
+    def _delete_sync(self, key: str) -> None:
+        path = self._path(key)
+        path.unlink(missing_ok=True)
+        # Remove directories the deletion left empty, up to the root.
+        parent = path.parent
+        while parent != self.root and parent.is_dir() and not any(parent.iterdir()):
+            parent.rmdir()
+            parent = parent.parent
+
+    async def delete(self, key: str) -> None:
+        try:
+            await asyncio.to_thread(self._delete_sync, key)
+        except OSError as error:
+            raise _describe_os_error("cannot delete", self._path(key), error) from None
+
+    async def put_bytes(self, key: str, data: bytes) -> ObjectInfo:
+        writer = await self.open_writer(key)
+        try:
+            await writer.write(data)
+        except BaseException:
+            await writer.abort()
+            raise
+        return await writer.commit()
+
+    async def get_bytes(self, key: str) -> bytes:
+        return b"".join([chunk async for chunk in self.read(key)])
