@@ -61,6 +61,8 @@ class StoredObject(BaseModel):
     size_bytes: int
     sha256: str
     raw_size_bytes: int
+    role_passwords: bool | None = None
+    """For globals: whether role password hashes are included (only a superuser can read them)."""
 
 
 class TableCount(BaseModel):

@@ -109,12 +109,17 @@ async def _dump_globals(
     policy: Policy,
     info: ConnectionInfo,
     major: int,
+    superuser: bool,
     target: TargetConfig,
     storages: Sequence[Storage],
     key: str,
 ) -> StoredObject:
     tool = await find_tool("pg_dumpall", major, policy.pg_bin_dirs)
     argv = [tool.path, "--globals-only", "--no-password", f"--database={info.database}"]
+    if not superuser:
+        # Only superusers can read pg_authid; roles are still dumped, without their password hashes.
+        argv.append("--no-role-passwords")
+        log.warning("globals without role passwords: the backup role is not a superuser", database=info.database)
     async with Child(argv, env=info.libpq_env()) as child:
         result = await stream_to_storages(child.stdout_chunks(), target.compression, storages, key)
         await child.wait_checked()
@@ -179,14 +184,10 @@ async def backup_database(
             dump_result = dump_task.result()
         objects = {"dump": dump_result.stored}
         if target.globals:
-            objects["globals"] = await _dump_globals(
-                policy,
-                info,
-                major,
-                target,
-                storages,
-                object_key(target_name, backup_id, "globals.sql" + file_suffix(target.compression.algorithm)),
-            )
+            superuser = bool(await connection.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"))
+            globals_key = object_key(target_name, backup_id, "globals.sql" + file_suffix(target.compression.algorithm))
+            stored = await _dump_globals(policy, info, major, superuser, target, storages, globals_key)
+            objects["globals"] = stored.model_copy(update={"role_passwords": superuser})
 
     finished_at = clock()
     manifest = Manifest(

@@ -7,6 +7,7 @@ fsync the file, rename it over the final name, fsync the directory.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import secrets
@@ -47,6 +48,8 @@ class LocalWriter:
         try:
             await asyncio.to_thread(self._file.write, chunk)
         except OSError as error:
+            # A failed write leaves the temporary file useless: remove it now, not at the caller's abort.
+            await self.abort()
             raise _describe_os_error("cannot write", self._final, error) from None
         self._size += len(chunk)
 
@@ -73,7 +76,8 @@ class LocalWriter:
 
     async def abort(self) -> None:
         self._done = True
-        self._file.close()
+        with contextlib.suppress(OSError):  # closing flushes, which fails again on a full disk
+            self._file.close()
         self._temp.unlink(missing_ok=True)
 
 

@@ -1,0 +1,128 @@
+"""Fixtures: one real PostgreSQL cluster per test session, a fresh database per test, policy files."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from dbguardian.cli.demo import load_sample_data
+from dbguardian.devcluster import DevCluster, short_tempdir
+
+BACKUP_ROLE = "backup"
+
+
+@dataclass
+class Postgres:
+    cluster: DevCluster
+    password: str
+    password_file: Path
+
+    def dsn(self, database: str, user: str = BACKUP_ROLE) -> str:
+        return self.cluster.dsn(database, user)
+
+    def psql(self, sql: str, database: str = "postgres") -> str:
+        return self.cluster.psql(sql, database)
+
+
+@pytest.fixture(scope="session")
+def pg() -> Iterator[Postgres]:
+    base = short_tempdir("dbgt-")
+    cluster = DevCluster(base / "pg").start()
+    password = secrets.token_urlsafe(12)
+    password_file = base / "backup.password"
+    password_file.write_text(password + "\n")
+    cluster.create_role(BACKUP_ROLE, password)
+    try:
+        yield Postgres(cluster, password, password_file)
+    finally:
+        cluster.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def empty_database(pg: Postgres) -> Iterator[str]:
+    name = f"t_{secrets.token_hex(4)}"
+    pg.psql(f'CREATE DATABASE {name} OWNER "{BACKUP_ROLE}"')
+    yield name
+    pg.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def database(pg: Postgres, empty_database: str) -> str:
+    """A fresh database holding the sample data (many types, two schemas, large objects)."""
+    load_sample_data(pg.cluster, empty_database, owner=BACKUP_ROLE)
+    return empty_database
+
+
+@pytest.fixture
+def dropper(pg: Postgres) -> Iterator[Callable[[str], str]]:
+    """Register databases a test creates (restore targets) so they are dropped afterwards."""
+    names: list[str] = []
+
+    def register(name: str) -> str:
+        names.append(name)
+        return name
+
+    yield register
+    for name in names:
+        pg.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+PolicyFactory = Callable[..., Path]
+
+
+@pytest.fixture
+def make_policy(tmp_path: Path, pg: Postgres) -> PolicyFactory:
+    """Write a policy for target ``app`` on ``database``; keyword arguments override target keys."""
+
+    def factory(database: str, *, extra: dict[str, Any] | None = None, **target: Any) -> Path:
+        target_config: dict[str, Any] = {
+            "dsn": pg.dsn(database),
+            "password_file": str(pg.password_file),
+            "storage": ["local"],
+            "compression": {"algorithm": "zstd", "level": 3},
+            "schedules": {"daily": {"cron": "0 2 * * *", "keep": 7}},
+        }
+        target_config.update(target)
+        policy: dict[str, Any] = {
+            "version": 1,
+            "state_dir": str(tmp_path / "state"),
+            "storage": {"local": {"type": "local", "path": str(tmp_path / "backups")}},
+            "targets": {"app": target_config},
+        }
+        policy.update(extra or {})
+        path = tmp_path / "policy.yaml"
+        path.write_text(yaml.safe_dump(policy, sort_keys=False))
+        return path
+
+    return factory
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DBGUARDIAN_", "PG"))}
+    env.update(extra)
+    return env
+
+
+def run_cli(policy: Path | None, *args: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m dbguardian`` as a real subprocess."""
+    argv = [sys.executable, "-m", "dbguardian", "--log-format", "json"]
+    if policy is not None:
+        argv += ["--policy", str(policy)]
+    return subprocess.run(
+        [*argv, *args], capture_output=True, text=True, timeout=timeout, env=cli_env(**env), check=False
+    )
+
+
+def backup_dir(policy_path: Path) -> Path:
+    return Path(yaml.safe_load(policy_path.read_text())["storage"]["local"]["path"])

@@ -1,0 +1,175 @@
+"""The core path against a real PostgreSQL: backup → list → restore → compare the data."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from dbguardian.catalog import Manifest
+from tests.conftest import PolicyFactory, Postgres, backup_dir, run_cli
+from tests.pgutil import backup, checksums, listed
+
+
+def manifest_of(policy: Path, backup_id: str) -> Manifest:
+    return Manifest.model_validate_json((backup_dir(policy) / "app" / backup_id / "manifest.json").read_text())
+
+
+@pytest.mark.parametrize(("algorithm", "suffix"), [("zstd", ".zst"), ("gzip", ".gz")])
+def test_round_trip_identical_data(
+    pg: Postgres, database: str, make_policy: PolicyFactory, dropper: Callable[[str], str], algorithm: str, suffix: str
+) -> None:
+    policy = make_policy(database, compression={"algorithm": algorithm, "level": 3})
+    backup_id = backup(policy)
+
+    [entry] = listed(policy, "app")
+    assert entry["id"] == backup_id and entry["status"] == "valid" and entry["storage"] == ["local"]
+    assert entry["tier"] == "manual" and entry["target"] == "app"
+    assert entry["started_at"].endswith("Z") and entry["finished_at"] >= entry["started_at"]
+    stored = backup_dir(policy) / "app" / backup_id / f"dump.pgc{suffix}"
+    assert entry["size_bytes"] == stored.stat().st_size
+    import hashlib
+
+    assert entry["sha256"] == hashlib.sha256(stored.read_bytes()).hexdigest()
+
+    manifest = manifest_of(policy, backup_id)
+    counts = {table.qualified: table.rows for table in manifest.tables}
+    assert counts == {
+        "audit.blobs": 2, "audit.events": 3000, "public.settings": 3, "shop.customers": 2000, "shop.orders": 10000,
+    }  # fmt: skip
+    assert manifest.object_counts["views"] == 1 and manifest.object_counts["materialized_views"] == 1
+    assert manifest.object_counts["sequences"] == 4 and manifest.object_counts["functions"] == 2
+    assert manifest.raw_size_bytes > manifest.size_bytes > 0
+    assert manifest.server_version.startswith("15.") and manifest.pg_dump_version.startswith("15.")
+    assert manifest.compression == {"algorithm": algorithm, "level": 3}
+
+    into = dropper(f"{database}_copy")
+    result = run_cli(policy, "restore", "app", "latest", "--into", into)
+    assert result.returncode == 0, result.stderr
+    assert "row counts match the manifest" in result.stdout
+    assert checksums(pg, into) == checksums(pg, database)
+
+
+def test_restore_chosen_id_in_parallel(
+    pg: Postgres, database: str, make_policy: PolicyFactory, dropper: Callable[[str], str], tmp_path: Path
+) -> None:
+    policy = make_policy(database)
+    first = backup(policy)
+    before = checksums(pg, database)
+    pg.psql("DELETE FROM shop.orders WHERE id > 5000; INSERT INTO public.settings VALUES ('later', 'x')", database)
+    second = backup(policy)
+    assert [entry["id"] for entry in listed(policy)] == [second, first]  # newest first
+
+    into = dropper(f"{database}_first")
+    result = run_cli(policy, "restore", "app", first, "--into", into, "--jobs", "2", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["backup_id"] == first and report["mode"] == "file, 2 jobs"
+    assert checksums(pg, into) == before
+    assert list((tmp_path / "state" / "tmp").iterdir()) == []  # the spooled archive is gone
+
+
+def test_restore_refuses_existing_database_without_force(
+    pg: Postgres, database: str, make_policy: PolicyFactory, dropper: Callable[[str], str]
+) -> None:
+    policy = make_policy(database)
+    backup(policy)
+    existing = dropper(f"{database}_busy")
+    pg.psql(f"CREATE DATABASE {existing}; ")
+    pg.psql("CREATE TABLE keep_me (x int); INSERT INTO keep_me VALUES (42)", existing)
+    result = run_cli(policy, "restore", "app", "latest", "--into", existing)
+    assert result.returncode == 1
+    assert f"database '{existing}' already exists; pass --force" in result.stderr
+    assert pg.psql("SELECT x FROM keep_me", existing) == "42"
+
+
+def test_force_takes_safety_backup_then_replaces(
+    pg: Postgres, database: str, make_policy: PolicyFactory, dropper: Callable[[str], str]
+) -> None:
+    policy = make_policy(database)
+    backup(policy)
+    expected = checksums(pg, database)
+    # The database is damaged after the backup; restore it in place.
+    pg.psql("DELETE FROM shop.orders; DROP TABLE audit.events", database)
+    damaged = checksums(pg, database)
+    result = run_cli(policy, "restore", "app", "latest", "--into", database, "--force", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["replaced_existing"] is True and report["safety_backup_id"]
+    assert checksums(pg, database) == expected
+
+    # The safety backup holds the damaged state and is listed, but "latest" still means a regular backup.
+    entries = {entry["id"]: entry for entry in listed(policy)}
+    assert entries[report["safety_backup_id"]]["tier"] == "safety"
+    undo = dropper(f"{database}_undo")
+    result = run_cli(policy, "restore", "app", report["safety_backup_id"], "--into", undo)
+    assert result.returncode == 0, result.stderr
+    assert checksums(pg, undo) == damaged
+
+
+def test_validate_only_touches_no_database(pg: Postgres, database: str, make_policy: PolicyFactory) -> None:
+    policy = make_policy(database, globals=True)
+    backup_id = backup(policy)
+    databases_before = pg.psql("SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database")
+    result = run_cli(policy, "restore", "app", backup_id, "--validate-only", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["backup_id"] == backup_id and report["toc_entries"] > 30
+    assert pg.psql("SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database") == databases_before
+
+
+@pytest.mark.parametrize("superuser", [True, False])
+def test_globals_are_stored_with_the_backup(
+    pg: Postgres, database: str, make_policy: PolicyFactory, superuser: bool
+) -> None:
+    import zstandard
+
+    policy = make_policy(database, globals=True)
+    if superuser:
+        pg.psql("ALTER ROLE backup SUPERUSER")  # only a superuser may read pg_authid (password hashes)
+    try:
+        backup_id = backup(policy)
+    finally:
+        pg.psql("ALTER ROLE backup NOSUPERUSER")
+    manifest = manifest_of(policy, backup_id)
+    stored = manifest.objects["globals"]
+    assert stored.role_passwords is superuser
+    text = zstandard.ZstdDecompressor().decompressobj().decompress((backup_dir(policy) / stored.key).read_bytes()).decode()
+    assert "CREATE ROLE backup;" in text
+    assert ("SCRAM-SHA-256$" in text) is superuser
+    assert listed(policy)[0]["has_globals"] is True
+
+
+def test_tampered_object_fails_checksum(
+    pg: Postgres, database: str, make_policy: PolicyFactory, dropper: Callable[[str], str]
+) -> None:
+    policy = make_policy(database)
+    backup_id = backup(policy)
+    dump = backup_dir(policy) / "app" / backup_id / "dump.pgc.zst"
+    data = bytearray(dump.read_bytes())
+    # Flip a byte inside the last data block; the zstd frame may even still decode.
+    data[-100] ^= 0x01
+    dump.write_bytes(bytes(data))
+
+    result = run_cli(policy, "restore", "app", "latest", "--validate-only")
+    assert result.returncode == 1
+    assert "error:" in result.stderr and ("sha256" in result.stderr or "corrupt" in result.stderr)
+    assert f"app/{backup_id}/dump.pgc.zst" in result.stderr or "corrupt zstd data" in result.stderr
+
+    into = f"{database}_never"
+    dropper(into)
+    result = run_cli(policy, "restore", "app", "latest", "--into", into)
+    assert result.returncode == 1
+    assert pg.psql(f"SELECT count(*) FROM pg_database WHERE datname LIKE '{into}%'") == "0"
+
+
+def test_truncated_object_fails_checksum(pg: Postgres, database: str, make_policy: PolicyFactory) -> None:
+    policy = make_policy(database, compression={"algorithm": "none"})
+    backup_id = backup(policy)
+    dump = backup_dir(policy) / "app" / backup_id / "dump.pgc"
+    dump.write_bytes(dump.read_bytes()[:-1000])
+    result = run_cli(policy, "restore", "app", backup_id, "--validate-only")
+    assert result.returncode == 1
+    assert f"local:app/{backup_id}/dump.pgc:" in result.stderr and "the manifest says" in result.stderr

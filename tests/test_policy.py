@@ -1,0 +1,170 @@
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from dbguardian.errors import PolicyError
+from dbguardian.policy import load_policy, parse_policy, summarize
+from tests.conftest import run_cli
+
+MINIMAL = """\
+version: 1
+state_dir: /var/lib/dbguardian
+storage:
+  local: {type: local, path: /var/lib/dbguardian/backups}
+targets:
+  app:
+    dsn: postgresql://backup@127.0.0.1:5432/app
+    storage: [local]
+    compression: {algorithm: zstd, level: 3}     # or gzip with level 1-9; default zstd 3
+    schedules:
+      daily: {cron: "0 2 * * *", keep: 7}
+"""
+
+
+def minimal() -> dict[str, Any]:
+    return copy.deepcopy(yaml.safe_load(MINIMAL))
+
+
+def test_minimal_policy_from_the_issue_works(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(MINIMAL)
+    policy = load_policy(path)
+    target = policy.targets["app"]
+    assert target.compression.algorithm == "zstd" and target.compression.effective_level == 3
+    assert target.schedules["daily"].cron == "0 2 * * *" and target.schedules["daily"].keep == 7
+    assert summarize(policy).startswith("policy ok: 1 target(s) (app)")
+
+
+def test_defaults() -> None:
+    data = minimal()
+    del data["targets"]["app"]["compression"]
+    policy = parse_policy(data)
+    assert policy.targets["app"].compression.algorithm == "zstd"
+    assert policy.targets["app"].compression.effective_level == 3
+    data["targets"]["app"]["compression"] = {"algorithm": "gzip"}
+    assert parse_policy(data).targets["app"].compression.effective_level == 6
+
+
+def _set(data: dict[str, Any], path: str, value: Any) -> None:
+    *parents, last = path.split(".")
+    node = data
+    for part in parents:
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    if value is _DELETE:
+        del node[last]
+    else:
+        node[last] = value
+
+
+_DELETE = object()
+
+BAD_CASES = [
+    ("targets.app.schedules.daily.cron", "0 2 * *", "targets.app.schedules.daily.cron: expected 5 fields"),
+    ("targets.app.schedules.daily.cron", "0 25 * * *", "targets.app.schedules.daily.cron: invalid cron expression"),
+    ("targets.app.schedules.daily.keep", 0, "targets.app.schedules.daily.keep: Input should be greater than or equal to 1"),
+    ("targets.app.schedules.daily.every", "10s", "targets.app.schedules.daily: set exactly one of 'cron' or 'every'"),
+    ("targets.app.schedules.daily.every", "10 parsecs", "targets.app.schedules.daily.every: '10 parsecs' is not a duration"),
+    ("targets.app.compression", {"algorithm": "gzip", "level": 12}, "targets.app.compression: level 12 is out of range for gzip (1-9)"),
+    ("targets.app.compression", {"algorithm": "lz4"}, "targets.app.compression.algorithm: Input should be 'zstd', 'gzip' or 'none'"),
+    ("targets.app.dsn", "mysql://x@y/z", "targets.app.dsn: must be a URL starting with postgresql://"),
+    ("targets.app.dsn", "postgresql://backup@127.0.0.1:5432/", "targets.app.dsn: names no database"),
+    ("targets.app.storage", ["offsite"], "targets.app.storage.0: unknown storage 'offsite' (defined: local)"),
+    ("targets.app.storage", [], "targets.app.storage: List should have at least 1 item"),
+    ("targets.app.colour", "blue", "targets.app.colour: unknown key"),
+    ("targets.app.dsn", _DELETE, "targets.app.dsn: required key is missing"),
+    ("storage.local.type", "ftp", "storage.local: unknown type 'ftp'; expected one of: local"),
+    ("storage.local.path", "relative/dir", "storage.local.path: must be an absolute path"),
+    ("state_dir", "var/lib", "state_dir: must be an absolute path"),
+    ("version", 2, "version: Input should be 1"),
+    ("timezone", "Mars/Olympus", "timezone: unknown time zone 'Mars/Olympus'"),
+    ("leftover_grace", "soon", "leftover_grace: 'soon' is not a duration"),
+    ("retention", {"keep": 3}, "retention: unknown key"),
+    ("targets", {"bad name!": {"dsn": "postgresql://u@h/db", "storage": ["local"]}}, "targets: name 'bad name!' must be letters"),
+    ("targets.app.schedules", {"manual": {"cron": "* * * * *"}}, "targets.app.schedules: tier name 'manual' is reserved"),
+]
+
+
+@pytest.mark.parametrize(("field", "value", "expected"), BAD_CASES, ids=[case[2].split(":")[0] + "-" + str(i) for i, case in enumerate(BAD_CASES)])
+def test_bad_policy_names_the_field(field: str, value: Any, expected: str) -> None:
+    data = minimal()
+    _set(data, field, value)
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(data)
+    assert any(problem.startswith(expected) for problem in caught.value.problems), caught.value.problems
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    data = minimal()
+    data["targets"]["app"]["schedules"]["daily"]["cron"] = "nope"
+    data["targets"]["app"]["typo"] = 1
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(data)
+    assert len(caught.value.problems) == 2
+
+
+def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DBGUARDIAN_TARGETS__APP__PASSWORD", "from-env")
+    monkeypatch.setenv("DBGUARDIAN_STATE_DIR", "/srv/state")
+    monkeypatch.setenv("DBGUARDIAN_POLICY", "/some/where.yaml")  # the CLI's own variable is not a policy key
+    policy = parse_policy(minimal())
+    assert policy.state_dir == Path("/srv/state")
+    assert policy.targets["app"].read_password() == "from-env"
+    assert "from-env" not in repr(policy)
+
+
+def test_password_file(tmp_path: Path) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("s3cret\n")
+    data = minimal()
+    data["targets"]["app"]["password_file"] = str(secret)
+    assert parse_policy(data).targets["app"].read_password() == "s3cret"
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("version: 1\nstate_dir: [unclosed\n", "policy: YAML syntax error at line"),
+        ("- just\n- a list\n", "policy: the file must be a YAML mapping"),
+    ],
+)
+def test_unparseable_files(tmp_path: Path, content: str, expected: str) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(content)
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+    assert caught.value.problems[0].startswith(expected)
+
+
+def test_cli_bad_policy_exit_2_one_line_per_problem(tmp_path: Path) -> None:
+    data = minimal()
+    data["targets"]["app"]["schedules"]["daily"]["cron"] = "0 2 * *"
+    data["targets"]["app"]["colour"] = "blue"
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump(data))
+    result = run_cli(path, "check-policy")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert sorted(lines) == [
+        "targets.app.colour: unknown key",
+        "targets.app.schedules.daily.cron: expected 5 fields (minute hour day month weekday), got 4",
+    ]
+
+
+def test_cli_missing_policy_file(tmp_path: Path) -> None:
+    result = run_cli(tmp_path / "nope.yaml", "check-policy")
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"policy: cannot read {tmp_path / 'nope.yaml'}: No such file or directory"
+
+
+def test_cli_policy_from_environment(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(MINIMAL)
+    result = run_cli(None, "check-policy", DBGUARDIAN_POLICY=str(path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("policy ok: 1 target(s) (app), 1 storage(s) (local), 1 schedule(s)")
