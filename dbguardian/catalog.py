@@ -156,9 +156,7 @@ def object_key(target: str, backup_id: str, name: str) -> str:
 
 
 async def commit_manifest(storage: Storage, manifest: Manifest) -> None:
-    await storage.put_bytes(
-        manifest_key(manifest.target, manifest.id), manifest.model_dump_json(indent=2).encode()
-    )
+    await storage.put_bytes(manifest_key(manifest.target, manifest.id), manifest.model_dump_json(indent=2).encode())
 
 
 async def _read_manifests(storage: Storage, target: str | None) -> list[Manifest]:
@@ -188,9 +186,7 @@ async def _read_manifests(storage: Storage, target: str | None) -> list[Manifest
 
 async def list_backups(storages: Sequence[Storage], target: str | None = None) -> list[BackupRecord]:
     """Committed backups on all given storages, newest first, merged by id."""
-    results = await asyncio.gather(
-        *(_read_manifests(storage, target) for storage in storages), return_exceptions=True
-    )
+    results = await asyncio.gather(*(_read_manifests(storage, target) for storage in storages), return_exceptions=True)
     records: dict[tuple[str, str], BackupRecord] = {}
     for storage, result in zip(storages, results, strict=True):
         if isinstance(result, BaseException):

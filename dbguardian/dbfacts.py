@@ -83,9 +83,7 @@ async def count_rows(connection: asyncpg.Connection) -> list[TableCount]:
     """Exact row counts of every table whose data pg_dump dumps, in the connection's snapshot."""
     counts = []
     for schema, table in await connection.fetch(_TABLES):
-        rows = await connection.fetchval(
-            f"SELECT count(*) FROM ONLY {quote_ident(schema)}.{quote_ident(table)}"
-        )
+        rows = await connection.fetchval(f"SELECT count(*) FROM ONLY {quote_ident(schema)}.{quote_ident(table)}")
         counts.append(TableCount(schema_name=schema, table=table, rows=rows))
     return counts
 

@@ -116,7 +116,17 @@ class DevCluster:
                 if line.startswith("port = "):
                     self.port = int(line.split("=")[1])
         self._run(
-            [str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file), "-w", "-t", "60", "start"]
+            [
+                str(self.bin_dir / "pg_ctl"),
+                "-D",
+                str(self.data_dir),
+                "-l",
+                str(self.log_file),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ]
         )
         return self
 

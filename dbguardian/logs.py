@@ -15,9 +15,7 @@ from typing import Any
 import structlog
 
 _SECRETS: set[str] = set()
-_URL_PASSWORD = re.compile(
-    r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<password>[^@\s]+)@", re.I
-)
+_URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<password>[^@\s]+)@", re.I)
 _KV_PASSWORD = re.compile(r"(?P<key>\bpassword\s*=\s*)(?P<value>'[^']*'|\S+)", re.I)
 _SECRET_KEYS = re.compile(r"password|secret|token|passphrase|webhook_url|api_key", re.I)
 MASK = "***"
@@ -58,9 +56,7 @@ def redact(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> 
 def configure(level: str = "info", json: bool | None = None) -> None:
     use_json = not sys.stderr.isatty() if json is None else json
     renderer: Any = (
-        structlog.processors.JSONRenderer()
-        if use_json
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
     structlog.configure(
         processors=[

@@ -122,9 +122,7 @@ class ScheduleConfig(StrictModel):
 def _validate_dsn(dsn: str) -> str:
     parts = urlsplit(dsn)
     if parts.scheme not in ("postgresql", "postgres"):
-        raise ValueError(
-            "must be a URL starting with postgresql:// (e.g. postgresql://backup@127.0.0.1:5432/app)"
-        )
+        raise ValueError("must be a URL starting with postgresql:// (e.g. postgresql://backup@127.0.0.1:5432/app)")
     if not parts.path.strip("/"):
         raise ValueError("names no database; add it after the host: postgresql://user@host:5432/DBNAME")
     try:
@@ -177,9 +175,7 @@ class TargetConfig(StrictModel):
             except OSError as error:
                 from dbguardian.errors import DatabaseError
 
-                raise DatabaseError(
-                    f"cannot read password_file {self.password_file}: {error.strerror}"
-                ) from None
+                raise DatabaseError(f"cannot read password_file {self.password_file}: {error.strerror}") from None
         return None
 
 
@@ -246,8 +242,7 @@ class Policy(BaseSettings):
                 if storage_name not in self.storage:
                     defined = ", ".join(sorted(self.storage)) or "none"
                     problems.append(
-                        f"targets.{target_name}.storage.{index}: unknown storage {storage_name!r} "
-                        f"(defined: {defined})"
+                        f"targets.{target_name}.storage.{index}: unknown storage {storage_name!r} (defined: {defined})"
                     )
         return problems
 

@@ -151,8 +151,8 @@ def _candidates(name: str, extra_dirs: list[Path]) -> list[str]:
     found.extend(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}")))
     found.extend(sorted(glob.glob(f"/usr/pgsql-*/bin/{name}")))
     unique: list[str] = []
-    for path in found:
-        real = os.path.realpath(path)
+    for candidate in found:
+        real = os.path.realpath(candidate)
         if real not in unique:
             unique.append(real)
     return unique

@@ -12,9 +12,7 @@ log = get_logger("dbguardian.progress")
 
 
 class Progress:
-    def __init__(
-        self, label: str, total: int | None, *, interval: float = 10.0, tty: bool | None = None
-    ) -> None:
+    def __init__(self, label: str, total: int | None, *, interval: float = 10.0, tty: bool | None = None) -> None:
         self.label = label
         self.total = total
         self.done = 0

@@ -159,7 +159,13 @@ async def validate(policy: Policy, target_name: str, reference: str, from_storag
         seconds=round(time.monotonic() - started, 3),
         toc=toc,
     )
-    log.info("backup validated", target=target_name, id=manifest.id, storage=located.storage.name, toc_entries=len(toc))
+    log.info(
+        "backup validated",
+        target=target_name,
+        id=manifest.id,
+        storage=located.storage.name,
+        toc_entries=len(toc),
+    )
     return report
 
 
@@ -282,7 +288,13 @@ async def restore(
             )
         except asyncpg.PostgresError as error:
             raise DatabaseError(f"cannot create database {staging!r}: {error}") from None
-        log.info("restore started", target=target_name, id=manifest.id, storage=located.storage.name, staging=staging)
+        log.info(
+            "restore started",
+            target=target_name,
+            id=manifest.id,
+            storage=located.storage.name,
+            staging=staging,
+        )
         try:
             mode = await _pg_restore(policy, located, info, staging, jobs, no_owner)
             tables, rows = await _verify_restored(info.with_database(staging), manifest)

@@ -52,9 +52,7 @@ def parse_duration(text: str | int | float | timedelta) -> timedelta:
         seconds += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
         position = match.end()
     if position != len(compact):
-        raise ValueError(
-            f"{text!r} is not a duration; use a number with a unit: ms, s, m, h, d, w (e.g. 26h)"
-        )
+        raise ValueError(f"{text!r} is not a duration; use a number with a unit: ms, s, m, h, d, w (e.g. 26h)")
     return timedelta(seconds=seconds)
 
 

@@ -66,11 +66,27 @@ _DELETE = object()
 BAD_CASES = [
     ("targets.app.schedules.daily.cron", "0 2 * *", "targets.app.schedules.daily.cron: expected 5 fields"),
     ("targets.app.schedules.daily.cron", "0 25 * * *", "targets.app.schedules.daily.cron: invalid cron expression"),
-    ("targets.app.schedules.daily.keep", 0, "targets.app.schedules.daily.keep: Input should be greater than or equal to 1"),
+    (
+        "targets.app.schedules.daily.keep",
+        0,
+        "targets.app.schedules.daily.keep: Input should be greater than or equal to 1",
+    ),
     ("targets.app.schedules.daily.every", "10s", "targets.app.schedules.daily: set exactly one of 'cron' or 'every'"),
-    ("targets.app.schedules.daily.every", "10 parsecs", "targets.app.schedules.daily.every: '10 parsecs' is not a duration"),
-    ("targets.app.compression", {"algorithm": "gzip", "level": 12}, "targets.app.compression: level 12 is out of range for gzip (1-9)"),
-    ("targets.app.compression", {"algorithm": "lz4"}, "targets.app.compression.algorithm: Input should be 'zstd', 'gzip' or 'none'"),
+    (
+        "targets.app.schedules.daily.every",
+        "10 parsecs",
+        "targets.app.schedules.daily.every: '10 parsecs' is not a duration",
+    ),
+    (
+        "targets.app.compression",
+        {"algorithm": "gzip", "level": 12},
+        "targets.app.compression: level 12 is out of range for gzip (1-9)",
+    ),
+    (
+        "targets.app.compression",
+        {"algorithm": "lz4"},
+        "targets.app.compression.algorithm: Input should be 'zstd', 'gzip' or 'none'",
+    ),
     ("targets.app.dsn", "mysql://x@y/z", "targets.app.dsn: must be a URL starting with postgresql://"),
     ("targets.app.dsn", "postgresql://backup@127.0.0.1:5432/", "targets.app.dsn: names no database"),
     ("targets.app.storage", ["offsite"], "targets.app.storage.0: unknown storage 'offsite' (defined: local)"),
@@ -84,12 +100,24 @@ BAD_CASES = [
     ("timezone", "Mars/Olympus", "timezone: unknown time zone 'Mars/Olympus'"),
     ("leftover_grace", "soon", "leftover_grace: 'soon' is not a duration"),
     ("retention", {"keep": 3}, "retention: unknown key"),
-    ("targets", {"bad name!": {"dsn": "postgresql://u@h/db", "storage": ["local"]}}, "targets: name 'bad name!' must be letters"),
-    ("targets.app.schedules", {"manual": {"cron": "* * * * *"}}, "targets.app.schedules: tier name 'manual' is reserved"),
+    (
+        "targets",
+        {"bad name!": {"dsn": "postgresql://u@h/db", "storage": ["local"]}},
+        "targets: name 'bad name!' must be letters",
+    ),
+    (
+        "targets.app.schedules",
+        {"manual": {"cron": "* * * * *"}},
+        "targets.app.schedules: tier name 'manual' is reserved",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("field", "value", "expected"), BAD_CASES, ids=[case[2].split(":")[0] + "-" + str(i) for i, case in enumerate(BAD_CASES)])
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    BAD_CASES,
+    ids=[case[2].split(":")[0] + "-" + str(i) for i, case in enumerate(BAD_CASES)],
+)
 def test_bad_policy_names_the_field(field: str, value: Any, expected: str) -> None:
     data = minimal()
     _set(data, field, value)

@@ -36,7 +36,15 @@ def test_parse_duration_rejects(text: str) -> None:
 
 @pytest.mark.parametrize(
     ("text", "size"),
-    [("1MB", 1048576), ("1mb", 1048576), ("512KiB", 524288), ("2.5GB", int(2.5 * 1024**3)), ("10", 10), ("7B", 7), (3, 3)],
+    [
+        ("1MB", 1048576),
+        ("1mb", 1048576),
+        ("512KiB", 524288),
+        ("2.5GB", int(2.5 * 1024**3)),
+        ("10", 10),
+        ("7B", 7),
+        (3, 3),
+    ],
 )
 def test_parse_size(text: str | int, size: int) -> None:
     assert parse_size(text) == size

@@ -80,7 +80,8 @@ def command(workdir: Path | None, keep: bool) -> None:
         manifest = run_async(lambda: run_backup(policy, "app", "manual"))
         click.echo(
             f"   {manifest.id}: {format_size(manifest.raw_size_bytes)} dumped -> "
-            f"{format_size(manifest.size_bytes)} stored (zstd), {len(manifest.tables)} tables, sha256 {manifest.sha256[:16]}…"
+            f"{format_size(manifest.size_bytes)} stored (zstd), {len(manifest.tables)} tables, "
+            f"sha256 {manifest.sha256[:16]}…"
         )
 
         click.secho("== dbguardian list app --json", bold=True)
@@ -93,7 +94,9 @@ def command(workdir: Path | None, keep: bool) -> None:
 
         click.secho("== dbguardian restore app latest --into app_restored", bold=True)
         restored = run_async(lambda: restore(policy, "app", "latest", "app_restored"))
-        click.echo(f"   {restored.tables} tables / {restored.rows} rows restored in {restored.seconds:.1f}s; row counts match")
+        click.echo(
+            f"   {restored.tables} tables / {restored.rows} rows restored in {restored.seconds:.1f}s; row counts match"
+        )
 
         click.secho("== verification: content checksums, source vs restored", bold=True)
         source = asyncio.run(_checksums(policy, "app"))
@@ -103,7 +106,11 @@ def command(workdir: Path | None, keep: bool) -> None:
             click.echo(f"   {mark:<9} {name:<36} {source[name][:12]}")
         if source != copy:
             raise click.ClickException("the restored database differs from the source")
-        click.secho(f"== all {len(source)} checksums match: the backup restores to identical data", bold=True, fg="green")
+        click.secho(
+            f"== all {len(source)} checksums match: the backup restores to identical data",
+            bold=True,
+            fg="green",
+        )
         if keep:
             click.echo(f"   cluster left running on port {cluster.port}; try: dbguardian --policy {policy_path} list")
     finally:

@@ -20,13 +20,15 @@ def command(ctx: click.Context, target: str | None, as_json: bool) -> None:
     policy = policy_from(ctx)
     if target is not None and target not in policy.targets:
         raise UsageError(f"unknown target {target!r} (policy defines: {', '.join(sorted(policy.targets))})")
-    names = sorted({name for t in policy.targets.values() for name in t.storage}) if target is None else policy.targets[target].storage
+    names = (
+        sorted({name for t in policy.targets.values() for name in t.storage})
+        if target is None
+        else policy.targets[target].storage
+    )
     storages = [open_storage(name, policy.storage[name]) for name in names]
     targets = [target] if target else sorted(policy.targets)
     records = [
-        record
-        for record in run_async(lambda: list_backups(storages, target))
-        if record.manifest.target in targets
+        record for record in run_async(lambda: list_backups(storages, target)) if record.manifest.target in targets
     ]
     if as_json:
         click.echo(json.dumps([record.to_json() for record in records], indent=2))

@@ -16,8 +16,14 @@ from dbguardian.units import format_size
 @click.option("--into", "into", help="Database to restore into (created; see --force).")
 @click.option("--force", is_flag=True, help="Replace an existing database, after taking a safety backup of it.")
 @click.option("--validate-only", is_flag=True, help="Read, checksum, decompress and list; touch no database.")
-@click.option("--jobs", "-j", default=1, show_default=True, type=click.IntRange(1, 64),
-              help="Parallel pg_restore jobs (>1 spools the archive to state_dir/tmp first).")
+@click.option(
+    "--jobs",
+    "-j",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Parallel pg_restore jobs (>1 spools the archive to state_dir/tmp first).",
+)
 @click.option("--no-owner", is_flag=True, help="Do not restore object ownership (roles missing on this server).")
 @click.option("--from", "from_storage", help="Storage to read from (default: the first that has the backup).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -51,7 +57,14 @@ def command(
         raise UsageError("restore needs --into DBNAME (or --validate-only)")
     result = run_async(
         lambda: restore(
-            policy, target, backup_id, into, force=force, jobs=jobs, no_owner=no_owner, from_storage=from_storage
+            policy,
+            target,
+            backup_id,
+            into,
+            force=force,
+            jobs=jobs,
+            no_owner=no_owner,
+            from_storage=from_storage,
         )
     )
     if as_json:

@@ -6,9 +6,11 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+
+import asyncpg
 
 from dbguardian import __version__
 from dbguardian.catalog import (
@@ -21,8 +23,8 @@ from dbguardian.catalog import (
     remove_leftovers,
 )
 from dbguardian.dbfacts import count_rows, object_counts, server_facts
-from dbguardian.errors import OperationError, UsageError
-from dbguardian.logs import get_logger
+from dbguardian.errors import DatabaseError, OperationError, UsageError
+from dbguardian.logs import get_logger, redact_text
 from dbguardian.pipeline.process import Child
 from dbguardian.pipeline.stages import Digest, compressor, file_suffix
 from dbguardian.policy import CompressionConfig, Policy, TargetConfig
@@ -64,8 +66,13 @@ async def stream_to_storages(
     storages: Sequence[Storage],
     key: str,
     progress: Progress | None = None,
+    *,
+    source_succeeded: Callable[[], Awaitable[None]] | None = None,
 ) -> StreamResult:
     """Compress ``chunks`` and write them to ``key`` on every storage; commit only if all went well.
+
+    ``source_succeeded`` is awaited after the last chunk and before the commit; it raises if the
+    producer (pg_dump) failed, so a truncated stream is never committed.
 
     On any failure or cancellation every writer is aborted, so no partial object stays visible.
     """
@@ -88,6 +95,9 @@ async def stream_to_storages(
                 progress.advance(len(chunk))
             await emit(await asyncio.to_thread(stage.feed, chunk))
         await emit(await asyncio.to_thread(stage.flush))
+        # End of stream is not success: the producer may have died. Check it before anything commits.
+        if source_succeeded is not None:
+            await source_succeeded()
         for writer in writers:
             await writer.commit()
     except BaseException:
@@ -121,8 +131,9 @@ async def _dump_globals(
         argv.append("--no-role-passwords")
         log.warning("globals without role passwords: the backup role is not a superuser", database=info.database)
     async with Child(argv, env=info.libpq_env()) as child:
-        result = await stream_to_storages(child.stdout_chunks(), target.compression, storages, key)
-        await child.wait_checked()
+        result = await stream_to_storages(
+            child.stdout_chunks(), target.compression, storages, key, source_succeeded=child.wait_checked
+        )
     return result.stored
 
 
@@ -144,86 +155,102 @@ async def backup_database(
     for storage in storages:
         await remove_leftovers(storage, target_name, started_at, policy.leftover_grace)
 
-    async with connected(info) as connection:
-        facts = await server_facts(connection)
-        major = server_major(facts.server_version_num)
-        pg_dump = await find_tool("pg_dump", major, policy.pg_bin_dirs)
-        counts: list[TableCount] = []
-        kinds: dict[str, int] = {}
-        dump_key = object_key(target_name, backup_id, "dump.pgc" + file_suffix(target.compression.algorithm))
-        async with connection.transaction(isolation="repeatable_read", readonly=True):
-            snapshot = await connection.fetchval("SELECT pg_export_snapshot()")
-            argv = [
-                pg_dump.path,
-                "--format=custom",
-                "--compress=0",
-                f"--snapshot={snapshot}",
-                "--no-password",
-            ]
-            progress = Progress(f"backup {target_name}", None)
+    try:
+        async with connected(info) as connection:
+            facts = await server_facts(connection)
+            major = server_major(facts.server_version_num)
+            pg_dump = await find_tool("pg_dump", major, policy.pg_bin_dirs)
+            counts: list[TableCount] = []
+            kinds: dict[str, int] = {}
+            dump_key = object_key(target_name, backup_id, "dump.pgc" + file_suffix(target.compression.algorithm))
+            async with connection.transaction(isolation="repeatable_read", readonly=True):
+                snapshot = await connection.fetchval("SELECT pg_export_snapshot()")
+                argv = [
+                    pg_dump.path,
+                    "--format=custom",
+                    "--compress=0",
+                    f"--snapshot={snapshot}",
+                    "--no-password",
+                ]
+                progress = Progress(f"backup {target_name}", None)
 
-            async def count_in_snapshot() -> None:
-                nonlocal counts, kinds
-                counts = await count_rows(connection)
-                kinds = await object_counts(connection)
+                async def count_in_snapshot() -> None:
+                    nonlocal counts, kinds
+                    counts = await count_rows(connection)
+                    kinds = await object_counts(connection)
 
-            async with Child(argv, env=info.libpq_env()) as child:
+                async with Child(argv, env=info.libpq_env()) as child:
 
-                async def dump() -> StreamResult:
-                    result = await stream_to_storages(
-                        child.stdout_chunks(), target.compression, storages, dump_key, progress
-                    )
-                    await child.wait_checked()
-                    return result
+                    async def dump() -> StreamResult:
+                        return await stream_to_storages(
+                            child.stdout_chunks(),
+                            target.compression,
+                            storages,
+                            dump_key,
+                            progress,
+                            source_succeeded=child.wait_checked,
+                        )
 
-                # Counting reads the same snapshot while pg_dump streams; the transaction stays open
-                # until pg_dump is done, so its snapshot import can never find it gone.
-                async with asyncio.TaskGroup() as group:
-                    dump_task = group.create_task(dump())
-                    group.create_task(count_in_snapshot())
-            dump_result = dump_task.result()
-        objects = {"dump": dump_result.stored}
-        if target.globals:
-            superuser = bool(await connection.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"))
-            globals_key = object_key(target_name, backup_id, "globals.sql" + file_suffix(target.compression.algorithm))
-            stored = await _dump_globals(policy, info, major, superuser, target, storages, globals_key)
-            objects["globals"] = stored.model_copy(update={"role_passwords": superuser})
+                    # Counting reads the same snapshot while pg_dump streams; the transaction stays open
+                    # until pg_dump is done, so its snapshot import can never find it gone.
+                    try:
+                        async with asyncio.TaskGroup() as group:
+                            dump_task = group.create_task(dump())
+                            group.create_task(count_in_snapshot())
+                    except BaseExceptionGroup as failures:
+                        raise _root_cause(failures) from None
+                dump_result = dump_task.result()
+            objects = {"dump": dump_result.stored}
+            if target.globals:
+                superuser = bool(
+                    await connection.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+                )
+                globals_key = object_key(
+                    target_name, backup_id, "globals.sql" + file_suffix(target.compression.algorithm)
+                )
+                stored = await _dump_globals(policy, info, major, superuser, target, storages, globals_key)
+                objects["globals"] = stored.model_copy(update={"role_passwords": superuser})
 
-    finished_at = clock()
-    manifest = Manifest(
-        id=backup_id,
-        target=target_name,
-        tier=tier,
-        database=info.database,
-        server_version=facts.server_version,
-        pg_dump_version=pg_dump.version,
-        dbguardian_version=__version__,
-        host=socket.gethostname(),
-        started_at=started_at,
-        finished_at=finished_at,
-        duration_seconds=round(time.monotonic() - started, 3),
-        raw_size_bytes=dump_result.raw_size,
-        size_bytes=dump_result.stored.size_bytes,
-        sha256=dump_result.stored.sha256,
-        compression={"algorithm": target.compression.algorithm, "level": target.compression.effective_level},
-        storage=[storage.name for storage in storages],
-        objects=objects,
-        tables=counts,
-        object_counts=kinds,
-        database_size_bytes=facts.database_size,
-        encoding=facts.encoding,
-        lc_collate=facts.lc_collate,
-        lc_ctype=facts.lc_ctype,
-        snapshot=snapshot,
-    )
-    failures = []
+        finished_at = clock()
+        manifest = Manifest(
+            id=backup_id,
+            target=target_name,
+            tier=tier,
+            database=info.database,
+            server_version=facts.server_version,
+            pg_dump_version=pg_dump.version,
+            dbguardian_version=__version__,
+            host=socket.gethostname(),
+            started_at=started_at,
+            finished_at=finished_at,
+            duration_seconds=round(time.monotonic() - started, 3),
+            raw_size_bytes=dump_result.raw_size,
+            size_bytes=dump_result.stored.size_bytes,
+            sha256=dump_result.stored.sha256,
+            compression={"algorithm": target.compression.algorithm, "level": target.compression.effective_level},
+            storage=[storage.name for storage in storages],
+            objects=objects,
+            tables=counts,
+            object_counts=kinds,
+            database_size_bytes=facts.database_size,
+            encoding=facts.encoding,
+            lc_collate=facts.lc_collate,
+            lc_ctype=facts.lc_ctype,
+            snapshot=snapshot,
+        )
+    except BaseException:
+        # Nothing of a failed run may stay behind, committed object or not.
+        await asyncio.shield(discard_objects(storages, target_name, backup_id))
+        raise
+
+    commit_failures: list[str] = []
     for storage in storages:
         try:
             await commit_manifest(storage, manifest)
         except OperationError as error:
-            failures.append(f"{storage.name}: {error}")
-    if failures:
-        raise OperationError(f"backup {backup_id} could not be committed on: {'; '.join(failures)}")
+            commit_failures.append(f"{storage.name}: {error}")
+    if commit_failures:
+        raise OperationError(f"backup {backup_id} could not be committed on: {'; '.join(commit_failures)}")
     progress.finish()
     log.info(
         "backup committed",
@@ -239,8 +266,35 @@ async def backup_database(
     return manifest
 
 
-async def run_backup(
-    policy: Policy, target_name: str, tier: str = "manual", *, clock: Clock = utcnow
-) -> Manifest:
+async def discard_objects(storages: Sequence[Storage], target_name: str, backup_id: str) -> None:
+    """Best-effort removal of everything a failed run wrote; later runs catch what this misses."""
+    for storage in storages:
+        with contextlib.suppress(Exception):
+            for info in await storage.list(f"{target_name}/{backup_id}/"):
+                await storage.delete(info.key)
+
+
+def _root_cause(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first real failure of a task group (the others are usually its consequences)."""
+    for error in _leaves(group):
+        if isinstance(error, asyncpg.PostgresError | asyncpg.InterfaceError):
+            return DatabaseError(f"reading the snapshot failed: {redact_text(str(error))}")
+        if not isinstance(error, asyncio.CancelledError):
+            return error
+    return asyncio.CancelledError()
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    found: list[BaseException] = []
+    for error in group.exceptions:
+        found.extend(_leaves(error) if isinstance(error, BaseExceptionGroup) else [error])
+    return found
+
+
+async def run_backup(policy: Policy, target_name: str, tier: str = "manual", *, clock: Clock = utcnow) -> Manifest:
     target = target_config(policy, target_name)
-    return await backup_database(policy, target_name, tier, connection_info(target), clock=clock)
+    try:
+        return await backup_database(policy, target_name, tier, connection_info(target), clock=clock)
+    except (asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+        # The connection was lost or a catalog query failed after connecting.
+        raise DatabaseError(f"backup of {target_name!r} failed: {redact_text(str(error))}") from None
