@@ -196,3 +196,15 @@ def test_cli_policy_from_environment(tmp_path: Path) -> None:
     result = run_cli(None, "check-policy", DBGUARDIAN_POLICY=str(path))
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("policy ok: 1 target(s) (app), 1 storage(s) (local), 1 schedule(s)")
+
+
+def test_documented_example_is_valid() -> None:
+    example = Path(__file__).resolve().parent.parent / "config" / "policy.example.yaml"
+    policy = load_policy(example)
+    assert set(policy.targets["app"].schedules) == {"daily", "weekly", "monthly"}
+    # Every top-level and target key the models know is documented in the example.
+    text = example.read_text()
+    from dbguardian.policy import Policy, TargetConfig
+
+    for name in [*Policy.model_fields, *TargetConfig.model_fields]:
+        assert f"{name}:" in text, f"{name} is not documented in config/policy.example.yaml"
