@@ -81,14 +81,13 @@ class CompressionConfig(StrictModel):
 
 
 def _validate_cron(expression: str) -> str:
-    from apscheduler.triggers.cron import CronTrigger
+    from dbguardian.cron import parse_cron
 
-    fields = expression.split()
-    if len(fields) != 5:
-        raise ValueError(f"expected 5 fields (minute hour day month weekday), got {len(fields)}")
     try:
-        CronTrigger.from_crontab(expression, timezone="UTC")
+        parse_cron(expression)
     except ValueError as error:
+        if str(error).startswith("expected 5 fields"):
+            raise
         raise ValueError(f"invalid cron expression {expression!r}: {error}") from None
     return expression
 
@@ -179,6 +178,31 @@ class TargetConfig(StrictModel):
         return None
 
 
+DEFAULT_METRICS_PORT = 9863
+
+
+class MetricsConfig(StrictModel):
+    """The daemon's one HTTP listener: /metrics, /healthz, /readyz."""
+
+    listen: str = f"127.0.0.1:{DEFAULT_METRICS_PORT}"
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        _host, separator, port = value.rpartition(":")
+        if not separator or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:{DEFAULT_METRICS_PORT})")
+        return value
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]") or "0.0.0.0"  # noqa: S104 (":PORT" means all)
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
 class Policy(BaseSettings):
     """The whole policy file."""
 
@@ -197,6 +221,12 @@ class Policy(BaseSettings):
     pg_bin_dirs: list[Path] = Field(default_factory=list)
     storage: dict[str, StorageConfig] = Field(min_length=1)
     targets: dict[str, TargetConfig] = Field(min_length=1)
+    # The daemon (dbguardian run)
+    max_concurrent_backups: int = Field(default=1, ge=1)
+    catch_up: bool = True
+    shutdown_grace: Duration = timedelta(seconds=60)
+    misfire_grace_time: Duration = timedelta(hours=1)
+    metrics: MetricsConfig = MetricsConfig()
 
     @classmethod
     def settings_customise_sources(

@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import click
+
+from dbguardian.cli.common import policy_from
+from dbguardian.daemon import newest_by_tier, read_catalog
+from dbguardian.errors import DbguardianError
+from dbguardian.schedule import catch_up_plan, job_specs, next_runs
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+@click.command("plan")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@click.option("--count", default=3, show_default=True, type=click.IntRange(1, 100), help="Next runs per job.")
+@click.option("--at", "at", help="Compute as if now were this ISO 8601 time (default: now).")
+@click.pass_context
+def command(ctx: click.Context, as_json: bool, count: int, at: str | None) -> None:
+    """Show the job table: each job's next runs (policy time zone and UTC) and what catch-up would run now."""
+    policy = policy_from(ctx)
+    now = datetime.fromisoformat(at).astimezone(UTC) if at else datetime.now(UTC)
+    zone = ZoneInfo(policy.timezone)
+    specs = job_specs(policy)
+    catalog_error = None
+    try:
+        newest = newest_by_tier(asyncio.run(read_catalog(policy)))
+    except DbguardianError as error:
+        newest, catalog_error = {}, str(error)
+    catch_up = {item.spec.id: item for item in catch_up_plan(specs, newest, now)} if policy.catch_up else {}
+    jobs: list[dict[str, Any]] = []
+    for spec in specs:
+        runs = next_runs(spec, now, count)
+        newest_backup = newest.get((spec.target, spec.tier))
+        jobs.append(
+            {
+                "job": spec.id,
+                "kind": spec.kind,
+                "target": spec.target,
+                "tier": spec.tier,
+                "trigger": spec.describe_trigger(),
+                "next_runs": [{"local": run.astimezone(zone).isoformat(), "utc": _iso(run)} for run in runs],
+                "newest_backup": _iso(newest_backup) if newest_backup else None,
+                "catch_up": catch_up[spec.id].reason if spec.id in catch_up else None,
+            }
+        )
+    if as_json:
+        click.echo(
+            json.dumps(
+                {"now": _iso(now), "timezone": policy.timezone, "catalog_error": catalog_error, "jobs": jobs}, indent=2
+            )
+        )
+        return
+    click.echo(f"job table at {_iso(now)} (times in {policy.timezone}, UTC in brackets)")
+    for job in jobs:
+        click.echo(f"{job['job']}  {job['trigger']}")
+        for run in job["next_runs"]:
+            click.echo(f"    next {run['local']}  [{run['utc']}]")
+        if job["catch_up"]:
+            click.echo(f"    catch-up now: {job['catch_up']}")
+    if catalog_error:
+        click.echo(f"catalog unreadable, catch-up unknown: {catalog_error}")

@@ -1,0 +1,96 @@
+"""Every Prometheus metric dbguardian exports, defined in one place (documented in README).
+
+One registry per daemon (not the process-global default), so tests can build several.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Iterable
+from datetime import datetime
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from dbguardian import __version__
+
+DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800, 86400)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        registry = self.registry
+        self.build_info = Gauge(
+            "dbguardian_build_info", "Always 1; labels carry the version.", ["version", "python"], registry=registry
+        )
+        self.build_info.labels(__version__, platform.python_version()).set(1)
+        self.last_success = Gauge(
+            "dbguardian_backup_last_success_timestamp_seconds",
+            "Start time of the newest valid backup (from the catalog at start, then from each run).",
+            ["target", "tier"],
+            registry=registry,
+        )
+        self.last_attempt = Gauge(
+            "dbguardian_backup_last_attempt_timestamp_seconds",
+            "When the last backup attempt of this target and tier started.",
+            ["target", "tier"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "dbguardian_backup_duration_seconds",
+            "Duration of backup runs (successful or not).",
+            ["target", "tier"],
+            buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.last_stored_bytes = Gauge(
+            "dbguardian_backup_last_stored_bytes",
+            "Stored (compressed) size of the last successful backup.",
+            ["target", "tier"],
+            registry=registry,
+        )
+        self.last_raw_bytes = Gauge(
+            "dbguardian_backup_last_raw_bytes",
+            "Uncompressed pg_dump size of the last successful backup.",
+            ["target", "tier"],
+            registry=registry,
+        )
+        self.runs = Counter(
+            "dbguardian_backup_runs_total",
+            "Backup runs by result (success, failure, cancelled).",
+            ["target", "tier", "result"],
+            registry=registry,
+        )
+        self.next_run = Gauge(
+            "dbguardian_job_next_run_timestamp_seconds",
+            "When each scheduled job runs next.",
+            ["job", "kind", "target", "tier"],
+            registry=registry,
+        )
+        self.missed_runs = Counter(
+            "dbguardian_missed_runs_total",
+            "Scheduled runs missed (caught up at start, or skipped as too late).",
+            ["target", "tier"],
+            registry=registry,
+        )
+        self.reloads = Counter(
+            "dbguardian_policy_reloads_total", "Policy reloads (SIGHUP) by result.", ["result"], registry=registry
+        )
+        self.last_reload_success = Gauge(
+            "dbguardian_policy_last_reload_successful",
+            "1 if the last policy reload succeeded (or none happened), 0 if it was rejected.",
+            registry=registry,
+        )
+        self.last_reload_success.set(1)
+        self.running = Gauge("dbguardian_jobs_running", "Jobs running now.", ["kind"], registry=registry)
+        self.jobs = Gauge("dbguardian_jobs", "Jobs in the job table.", ["kind"], registry=registry)
+
+    def set_next_runs(self, rows: Iterable[tuple[str, str, str, str, datetime | None]]) -> None:
+        """Replace the next-run gauge with the job table's current rows (job, kind, target, tier, next)."""
+        self.next_run.clear()
+        for job, kind, target, tier, moment in rows:
+            if moment is not None:
+                self.next_run.labels(job, kind, target, tier).set(moment.timestamp())
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
