@@ -87,8 +87,7 @@ def parse_cron(expression: str) -> Cron:
     if len(fields) != 5:
         raise ValueError(f"expected 5 fields (minute hour day month weekday), got {len(fields)}")
     parsed = [
-        _parse_field(text, low, high, names, name)
-        for text, (name, low, high, names) in zip(fields, _FIELDS, strict=True)
+        _parse_field(text, low, high, names, name) for text, (name, low, high, names) in zip(fields, _FIELDS, strict=True)
     ]
     weekdays = {day % 7 for day in parsed[4]}  # 7 is Sunday too
     cron = Cron(

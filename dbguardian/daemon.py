@@ -121,9 +121,7 @@ class Daemon:
             self.scheduler.add_listener(self._on_missed, EVENT_JOB_MISSED)
             self._install(job_specs(self.policy))
             self.scheduler.start()
-            log.info(
-                "daemon started", jobs=sorted(self.specs), metrics=f"http://{listen.host}:{self.http.port}/metrics"
-            )
+            log.info("daemon started", jobs=sorted(self.specs), metrics=f"http://{listen.host}:{self.http.port}/metrics")
             self.notifier.send("READY=1", f"STATUS={self.status()}", f"MAINPID={os.getpid()}")
             await self._start_catch_up()
             await self._stop.wait()

@@ -129,9 +129,7 @@ async def content_checksums(connection: asyncpg.Connection) -> dict[str, str]:
     for schema, sequence in await connection.fetch(
         "SELECT schemaname, sequencename FROM pg_sequences WHERE schemaname NOT IN ('pg_catalog', 'information_schema')"
     ):
-        row = await connection.fetchrow(
-            f"SELECT last_value, is_called FROM {quote_ident(schema)}.{quote_ident(sequence)}"
-        )
+        row = await connection.fetchrow(f"SELECT last_value, is_called FROM {quote_ident(schema)}.{quote_ident(sequence)}")
         assert row is not None
         sums[f"{schema}.{sequence} (sequence)"] = f"{row['last_value']}/{row['is_called']}"
     return sums

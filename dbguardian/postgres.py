@@ -48,9 +48,7 @@ class ConnectionInfo:
 
     def with_database(self, database: str) -> ConnectionInfo:
         parts = urlsplit(self.dsn)
-        return ConnectionInfo(
-            dsn=urlunsplit(parts._replace(path="/" + database)), password=self.password, database=database
-        )
+        return ConnectionInfo(dsn=urlunsplit(parts._replace(path="/" + database)), password=self.password, database=database)
 
     def libpq_env(self) -> dict[str, str]:
         """Environment for pg_dump & co.: connection in PG* variables, never in the argument list."""

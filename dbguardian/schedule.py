@@ -70,9 +70,7 @@ class JobSpec:
     def next_after(self, moment: datetime, anchor: datetime) -> datetime:
         """The first fire time strictly after ``moment`` (UTC); intervals count from ``anchor``."""
         if self.cron is not None:
-            return next_fire(parse_cron(self.cron), moment.astimezone(UTC) + _TINY, ZoneInfo(self.timezone)).astimezone(
-                UTC
-            )
+            return next_fire(parse_cron(self.cron), moment.astimezone(UTC) + _TINY, ZoneInfo(self.timezone)).astimezone(UTC)
         assert self.every is not None
         elapsed = max(moment - anchor, timedelta(0))
         periods = int(elapsed / self.every) + 1
@@ -132,7 +130,8 @@ def catch_up_plan(
         if spec.cron is not None:
             fire = spec.next_after(newest, newest)
             if fire <= now:
-                plan.append(CatchUp(spec, f"missed the run due at {fire.isoformat()}", fire))
+                local = fire.astimezone(ZoneInfo(spec.timezone))
+                plan.append(CatchUp(spec, f"missed the run due at {local.isoformat()}", fire))
         else:
             assert spec.every is not None
             due = newest + spec.every

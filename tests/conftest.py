@@ -119,9 +119,7 @@ def run_cli(policy: Path | None, *args: str, timeout: float = 120, **env: str) -
     argv = [sys.executable, "-m", "dbguardian", "--log-format", "json"]
     if policy is not None:
         argv += ["--policy", str(policy)]
-    return subprocess.run(
-        [*argv, *args], capture_output=True, text=True, timeout=timeout, env=cli_env(**env), check=False
-    )
+    return subprocess.run([*argv, *args], capture_output=True, text=True, timeout=timeout, env=cli_env(**env), check=False)
 
 
 def backup_dir(policy_path: Path) -> Path:

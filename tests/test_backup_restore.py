@@ -136,9 +136,7 @@ def test_globals_are_stored_with_the_backup(
     manifest = manifest_of(policy, backup_id)
     stored = manifest.objects["globals"]
     assert stored.role_passwords is superuser
-    text = (
-        zstandard.ZstdDecompressor().decompressobj().decompress((backup_dir(policy) / stored.key).read_bytes()).decode()
-    )
+    text = zstandard.ZstdDecompressor().decompressobj().decompress((backup_dir(policy) / stored.key).read_bytes()).decode()
     assert "CREATE ROLE backup;" in text
     assert ("SCRAM-SHA-256$" in text) is superuser
     assert listed(policy)[0]["has_globals"] is True

@@ -14,7 +14,7 @@ import yaml
 from dbguardian.devcluster import free_port
 from tests.conftest import PolicyFactory, Postgres, backup_dir
 from tests.daemonutil import DaemonProcess, NotifyListener
-from tests.pgutil import backup, listed
+from tests.pgutil import listed
 from tests.test_failures import TableLock, files_under, wait_for_blocked_dump
 
 
@@ -39,9 +39,7 @@ def daemons() -> Iterator[list[DaemonProcess]]:
         daemon.kill()
 
 
-def daemon_policy(
-    make_policy: PolicyFactory, database: str, port: int, schedules: dict[str, Any], **extra: Any
-) -> Path:
+def daemon_policy(make_policy: PolicyFactory, database: str, port: int, schedules: dict[str, Any], **extra: Any) -> Path:
     return make_policy(database, schedules=schedules, extra={"metrics": {"listen": f"127.0.0.1:{port}"}, **extra})
 
 
@@ -127,9 +125,9 @@ def test_missed_cron_run_is_caught_up_at_start(
     time.sleep(1.5)
     assert daemon.events("catching up a missed run") == []
     assert tiers(policy) == ["daily"]
-    assert daemon.metric(
-        "dbguardian_backup_last_success_timestamp_seconds", target="app", tier="daily"
-    ) == pytest.approx(_timestamp(listed(policy)[0]["started_at"]), abs=0.001)
+    assert daemon.metric("dbguardian_backup_last_success_timestamp_seconds", target="app", tier="daily") == pytest.approx(
+        _timestamp(listed(policy)[0]["started_at"]), abs=0.001
+    )
     assert daemon.stop() == 0
 
 
@@ -155,9 +153,7 @@ def test_sighup_swaps_table_when_valid_and_keeps_it_when_not(
 
     def jobs() -> set[str]:
         return {
-            dict(labels)["job"]
-            for (name, labels) in daemon.metrics()
-            if name == "dbguardian_job_next_run_timestamp_seconds"
+            dict(labels)["job"] for (name, labels) in daemon.metrics() if name == "dbguardian_job_next_run_timestamp_seconds"
         }
 
     assert jobs() == {"backup:app:nightly"}
@@ -183,6 +179,7 @@ def test_sighup_swaps_table_when_valid_and_keeps_it_when_not(
     ]
     assert daemon.metric("dbguardian_policy_last_reload_successful") == 0
     assert jobs() == {"backup:app:fast"}
+
     def successes() -> float:
         return daemon.metric("dbguardian_backup_runs_total", target="app", tier="fast", result="success") or 0
 

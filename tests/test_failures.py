@@ -128,9 +128,7 @@ def test_kill_9_leaves_nothing_listed_and_later_runs_clean_up(
     assert all(name.startswith(f"app/{new_id}/") for name in files_under(backup_dir(policy)))
 
 
-def test_lost_connection_mid_dump(
-    pg: Postgres, database: str, make_policy: PolicyFactory, orders_locked: TableLock
-) -> None:
+def test_lost_connection_mid_dump(pg: Postgres, database: str, make_policy: PolicyFactory, orders_locked: TableLock) -> None:
     policy = make_policy(database)
     process = start_backup(policy)
     wait_for_blocked_dump(pg, database)
@@ -156,9 +154,7 @@ def fake_pg_dump(directory: Path, body: str) -> Path:
     """A scripted pg_dump for failure paths a real server cannot be made to produce on demand."""
     directory.mkdir()
     script = directory / "pg_dump"
-    script.write_text(
-        f'#!/bin/sh\nif [ "$1" = "--version" ]; then echo "pg_dump (PostgreSQL) 15.99"; exit 0; fi\n{body}\n'
-    )
+    script.write_text(f'#!/bin/sh\nif [ "$1" = "--version" ]; then echo "pg_dump (PostgreSQL) 15.99"; exit 0; fi\n{body}\n')
     script.chmod(0o755)
     return directory
 
@@ -199,9 +195,7 @@ def test_password_in_dsn_is_never_printed(pg: Postgres, database: str, make_poli
     from dbguardian.devcluster import free_port
 
     port = free_port()
-    policy = make_policy(
-        database, dsn=f"postgresql://backup:hunter2secret@127.0.0.1:{port}/{database}", password_file=None
-    )
+    policy = make_policy(database, dsn=f"postgresql://backup:hunter2secret@127.0.0.1:{port}/{database}", password_file=None)
     result = run_cli(policy, "backup", "app")
     assert result.returncode == 1
     assert f"cannot connect to backup@127.0.0.1:{port}/{database}" in result.stderr

@@ -17,9 +17,7 @@ def run_stage(stage: Stage, data: bytes, chunk: int) -> bytes:
 
 
 @settings(max_examples=40, deadline=None)
-@given(
-    st.binary(max_size=200_000), st.integers(min_value=1, max_value=70_000), st.sampled_from(["zstd", "gzip", "none"])
-)
+@given(st.binary(max_size=200_000), st.integers(min_value=1, max_value=70_000), st.sampled_from(["zstd", "gzip", "none"]))
 def test_round_trip_any_chunking(data: bytes, chunk: int, algorithm: str) -> None:
     packed = run_stage(compressor(algorithm, 3 if algorithm != "none" else 0, threads=2), data, chunk)
     assert run_stage(decompressor(algorithm), packed, max(1, chunk // 3)) == data

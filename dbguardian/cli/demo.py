@@ -14,8 +14,9 @@ import yaml
 
 from dbguardian.catalog import list_backups
 from dbguardian.cli.common import run_async
+from dbguardian.daemon import run_daemon
 from dbguardian.dbfacts import content_checksums
-from dbguardian.devcluster import DevCluster, short_tempdir
+from dbguardian.devcluster import DevCluster, free_port, short_tempdir
 from dbguardian.jobs.backup import run_backup, target_storages
 from dbguardian.policy import Policy, load_policy
 from dbguardian.postgres import connected, connection_info
@@ -23,7 +24,7 @@ from dbguardian.restore import restore, validate
 from dbguardian.units import format_size
 
 
-def write_demo_policy(workdir: Path, cluster: DevCluster, password_file: Path) -> Path:
+def write_demo_policy(workdir: Path, cluster: DevCluster, password_file: Path, metrics_port: int) -> Path:
     policy = {
         "version": 1,
         "state_dir": str(workdir / "state"),
@@ -34,9 +35,11 @@ def write_demo_policy(workdir: Path, cluster: DevCluster, password_file: Path) -
                 "password_file": str(password_file),
                 "storage": ["local"],
                 "compression": {"algorithm": "zstd", "level": 3},
-                "schedules": {"daily": {"cron": "0 2 * * *", "keep": 7}},
+                "schedules": {"daily": {"cron": "0 2 * * *", "keep": 7}, "fast": {"every": "10s", "keep": 3}},
             }
         },
+        "metrics": {"listen": f"127.0.0.1:{metrics_port}"},
+        "shutdown_grace": "20s",
     }
     path = workdir / "policy.yaml"
     path.write_text(yaml.safe_dump(policy, sort_keys=False))
@@ -54,11 +57,32 @@ async def _checksums(policy: Policy, database: str) -> dict[str, str]:
         return await content_checksums(connection)
 
 
+def _run_daemon(policy_path: Path, policy: Policy, metrics_port: int, seconds: float | None) -> None:
+    how_long = f"for {seconds:g}s" if seconds else "until you press Ctrl-C"
+    click.secho(f"== dbguardian run ({how_long}): tier 'fast' every 10s (Ctrl-C stops it gracefully)", bold=True)
+    click.echo(f"   metrics: http://127.0.0.1:{metrics_port}/metrics   health: http://127.0.0.1:{metrics_port}/healthz")
+    click.echo(f"   in another shell: dbguardian --policy {policy_path} list")
+    code = asyncio.run(run_daemon(policy_path, policy, stop_after=seconds))
+    click.secho(f"== daemon stopped cleanly (exit {code}); backups now:", bold=True)
+    records = run_async(lambda: list_backups(target_storages(policy, policy.targets["app"]), "app"))
+    for record in records:
+        manifest = record.manifest
+        click.echo(
+            f"   {manifest.id}  {manifest.tier:<7} {format_size(manifest.size_bytes):>10}  {manifest.finished_at:%H:%M:%S}"
+        )
+
+
 @click.command("demo")
 @click.option("--workdir", type=click.Path(path_type=Path, file_okay=False), help="Keep everything here.")
 @click.option("--keep", is_flag=True, help="Leave the cluster running and the files in place.")
-def command(workdir: Path | None, keep: bool) -> None:
-    """Bring up a throwaway PostgreSQL with sample data, back it up, list, restore and verify."""
+@click.option(
+    "--daemon-seconds",
+    type=float,
+    default=None,
+    help="Run the daemon this long (default: until Ctrl-C; 0 skips it).",
+)
+def command(workdir: Path | None, keep: bool, daemon_seconds: float | None) -> None:
+    """Throwaway PostgreSQL with sample data: back up, list, restore, verify; then run the daemon."""
     base = workdir or short_tempdir("dbguardian-demo-")
     base.mkdir(parents=True, exist_ok=True)
     cluster = DevCluster(base / "pg")
@@ -72,7 +96,8 @@ def command(workdir: Path | None, keep: bool) -> None:
         cluster.create_role("backup", password)
         cluster.psql("CREATE DATABASE app OWNER backup")
         load_sample_data(cluster, "app", owner="backup")
-        policy_path = write_demo_policy(base, cluster, password_file)
+        metrics_port = free_port()
+        policy_path = write_demo_policy(base, cluster, password_file, metrics_port)
         click.echo(f"   sample data loaded into 'app'; policy written to {policy_path}")
         policy = load_policy(policy_path)
 
@@ -111,6 +136,8 @@ def command(workdir: Path | None, keep: bool) -> None:
             bold=True,
             fg="green",
         )
+        if daemon_seconds != 0:
+            _run_daemon(policy_path, policy, metrics_port, daemon_seconds)
         if keep:
             click.echo(f"   cluster left running on port {cluster.port}; try: dbguardian --policy {policy_path} list")
     finally:

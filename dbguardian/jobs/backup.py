@@ -202,12 +202,8 @@ async def backup_database(
                 dump_result = dump_task.result()
             objects = {"dump": dump_result.stored}
             if target.globals:
-                superuser = bool(
-                    await connection.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
-                )
-                globals_key = object_key(
-                    target_name, backup_id, "globals.sql" + file_suffix(target.compression.algorithm)
-                )
+                superuser = bool(await connection.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"))
+                globals_key = object_key(target_name, backup_id, "globals.sql" + file_suffix(target.compression.algorithm))
                 stored = await _dump_globals(policy, info, major, superuser, target, storages, globals_key)
                 objects["globals"] = stored.model_copy(update={"role_passwords": superuser})
 

@@ -134,9 +134,7 @@ class Child:
             await self._stderr_task
         if code != 0 or (fail_on_error_lines and self.error_lines):
             reason = (
-                self.error_lines[-1]
-                if self.error_lines
-                else (self.stderr_lines[-1] if self.stderr_lines else "no message")
+                self.error_lines[-1] if self.error_lines else (self.stderr_lines[-1] if self.stderr_lines else "no message")
             )
             how = f"exited with code {code}" if code >= 0 else f"was killed by signal {-code}"
             raise ToolError(f"{self.name} {how}: {reason}")

@@ -59,9 +59,7 @@ class LocalWriter:
         self._file.close()
         self._temp.rename(self._final)
         _fsync_dir(self._final.parent)
-        return ObjectInfo(
-            key=self._key, size=self._size, modified=datetime.fromtimestamp(self._final.stat().st_mtime, UTC)
-        )
+        return ObjectInfo(key=self._key, size=self._size, modified=datetime.fromtimestamp(self._final.stat().st_mtime, UTC))
 
     async def commit(self) -> ObjectInfo:
         if self._done:
