@@ -24,6 +24,7 @@ from dbguardian.catalog import SAFETY_TIER, BackupRecord, list_backups
 from dbguardian.errors import DbguardianError, OperationError, PolicyError
 from dbguardian.http import HttpServer, Response
 from dbguardian.jobs.backup import run_backup
+from dbguardian.jobs.prune import prune_target
 from dbguardian.logs import get_logger
 from dbguardian.metrics import Metrics
 from dbguardian.notify import Notifier, watchdog_interval
@@ -287,6 +288,20 @@ class Daemon:
             self.metrics.running.labels(spec.kind).dec()
             self.metrics.duration.labels(*labels).observe(time.monotonic() - started)
             self.metrics.runs.labels(*labels, result).inc()
+        if result == "success":
+            await self._prune(spec.target)
+
+    async def _prune(self, target: str) -> None:
+        """Retention after every successful backup of the target (still under the target's lock)."""
+        try:
+            pruned = await prune_target(self.policy, target, now=self.clock())
+        except Exception as error:  # pruning problems are reported, never fatal
+            log.exception("prune crashed", target=target, error=repr(error))
+            self.metrics.prune_runs.labels(target, "failure").inc()
+            return
+        for storage_name, _ in pruned.deleted:
+            self.metrics.pruned_backups.labels(target, storage_name).inc()
+        self.metrics.prune_runs.labels(target, "failure" if pruned.errors else "success").inc()
 
     async def _start_catch_up(self) -> None:
         try:

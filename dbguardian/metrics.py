@@ -82,6 +82,15 @@ class Metrics:
             registry=registry,
         )
         self.last_reload_success.set(1)
+        self.prune_runs = Counter(
+            "dbguardian_prune_runs_total", "Retention runs by result.", ["target", "result"], registry=registry
+        )
+        self.pruned_backups = Counter(
+            "dbguardian_pruned_backups_total",
+            "Backups deleted by retention.",
+            ["target", "storage"],
+            registry=registry,
+        )
         self.running = Gauge("dbguardian_jobs_running", "Jobs running now.", ["kind"], registry=registry)
         self.jobs = Gauge("dbguardian_jobs", "Jobs in the job table.", ["kind"], registry=registry)
 

@@ -55,8 +55,48 @@ class LocalStorageConfig(StrictModel):
         return value
 
 
-StorageConfig = Annotated[LocalStorageConfig, Field(discriminator="type")]
-STORAGE_TYPES = ("local",)
+class S3StorageConfig(StrictModel):
+    """An S3 bucket or S3-compatible store (MinIO, Cloudflare R2, GCS interoperability, Ceph...)."""
+
+    type: Literal["s3"]
+    bucket: str = Field(min_length=3, max_length=63)
+    prefix: str = ""
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+    addressing_style: Literal["auto", "virtual", "path"] = "auto"
+    storage_class: str | None = None
+    sse: Literal["AES256", "aws:kms"] | None = None
+    sse_kms_key_id: str | None = None
+    access_key_id_file: Path | None = None
+    secret_access_key_file: Path | None = None
+    part_size: Size = 8 * 1024 * 1024
+    max_inflight_parts: int = Field(default=4, ge=1, le=64)
+    retries: int = Field(default=5, ge=0, le=20)
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        cleaned = value.strip("/")
+        if any(part in ("", ".", "..") for part in cleaned.split("/")) and cleaned:
+            raise ValueError("must be a plain path like 'backups/prod' (no empty, '.' or '..' segments)")
+        return cleaned
+
+    @field_validator("part_size")
+    @classmethod
+    def _part_size(cls, value: int) -> int:
+        if not 5 * 1024 * 1024 <= value <= 5 * 1024**3:
+            raise ValueError("must be between 5MB and 5GB (S3 multipart limits)")
+        return value
+
+    @model_validator(mode="after")
+    def _key_files_together(self) -> S3StorageConfig:
+        if (self.access_key_id_file is None) != (self.secret_access_key_file is None):
+            raise ValueError("set both access_key_id_file and secret_access_key_file, or neither")
+        return self
+
+
+StorageConfig = Annotated[LocalStorageConfig | S3StorageConfig, Field(discriminator="type")]
+STORAGE_TYPES = ("local", "s3")
 
 _LEVELS = {"zstd": (1, 19, 3), "gzip": (1, 9, 6), "none": (0, 0, 0)}
 
@@ -131,6 +171,42 @@ def _validate_dsn(dsn: str) -> str:
     return dsn
 
 
+class StorageRetentionConfig(StrictModel):
+    """Overrides of a target's retention on one storage (keep 3 days locally, a year off-site)."""
+
+    max_age: Duration | None = None
+    min_keep: int | None = Field(default=None, ge=1)
+    keep: dict[str, int] = Field(default_factory=dict, description="tier -> count, overriding schedules.<tier>.keep")
+
+
+class RetentionConfig(StrictModel):
+    max_age: Duration | None = None
+    min_keep: int = Field(default=2, ge=1)
+    storage: dict[str, StorageRetentionConfig] = Field(default_factory=dict)
+
+
+class AgeEncryptionConfig(StrictModel):
+    method: Literal["age"]
+    recipients: list[str] = Field(min_length=1)
+
+    @field_validator("recipients")
+    @classmethod
+    def _public_keys(cls, value: list[str]) -> list[str]:
+        for recipient in value:
+            if not (recipient.startswith("age1") or recipient.startswith(("ssh-ed25519 ", "ssh-rsa "))):
+                raise ValueError(f"{recipient[:12]}… is not an age public key (age1…) or SSH public key")
+        return value
+
+
+class GpgEncryptionConfig(StrictModel):
+    method: Literal["gpg"]
+    recipients: list[str] = Field(min_length=1, description="key ids or fingerprints")
+    keyring: Path | None = Field(default=None, description="file of the recipients' public keys (armored or binary)")
+
+
+EncryptionConfig = Annotated[AgeEncryptionConfig | GpgEncryptionConfig, Field(discriminator="method")]
+
+
 class TargetConfig(StrictModel):
     """One database to keep recoverable."""
 
@@ -141,6 +217,8 @@ class TargetConfig(StrictModel):
     compression: CompressionConfig = CompressionConfig()
     schedules: dict[str, ScheduleConfig] = Field(default_factory=dict)
     globals: bool = False
+    retention: RetentionConfig = RetentionConfig()
+    encryption: EncryptionConfig | None = None
 
     @field_validator("dsn")
     @classmethod
@@ -274,6 +352,12 @@ class Policy(BaseSettings):
                     problems.append(
                         f"targets.{target_name}.storage.{index}: unknown storage {storage_name!r} (defined: {defined})"
                     )
+            for storage_name in target.retention.storage:
+                if storage_name not in target.storage:
+                    problems.append(
+                        f"targets.{target_name}.retention.storage.{storage_name}: "
+                        f"the target does not use this storage (it uses: {', '.join(target.storage)})"
+                    )
         return problems
 
 
@@ -283,6 +367,8 @@ def _format_error(error: Any) -> str:
     cleaned: list[str] = []
     for index, part in enumerate(loc):
         if index == 2 and loc[0] == "storage" and part in STORAGE_TYPES:
+            continue  # pydantic's discriminator tag, not a key of the file
+        if cleaned and cleaned[-1] == "encryption" and part in ("age", "gpg"):
             continue
         cleaned.append(part)
     message = str(error["msg"])
@@ -292,7 +378,9 @@ def _format_error(error: Any) -> str:
     elif error["type"] == "missing":
         message = "required key is missing"
     elif error["type"] == "union_tag_invalid":
-        message = f"unknown type {error.get('input', {}).get('type')!r}; expected one of: {', '.join(STORAGE_TYPES)}"
+        context = error.get("ctx", {})
+        key = context.get("discriminator", "type").strip("'")
+        message = f"unknown {key} {context.get('tag')!r}; expected one of: {context.get('expected_tags')}"
     field = ".".join(cleaned) or "policy"
     return f"{field}: {message}"
 

@@ -93,7 +93,7 @@ BAD_CASES = [
     ("targets.app.storage", [], "targets.app.storage: List should have at least 1 item"),
     ("targets.app.colour", "blue", "targets.app.colour: unknown key"),
     ("targets.app.dsn", _DELETE, "targets.app.dsn: required key is missing"),
-    ("storage.local.type", "ftp", "storage.local: unknown type 'ftp'; expected one of: local"),
+    ("storage.local.type", "ftp", "storage.local: unknown type 'ftp'; expected one of: 'local', 's3'"),
     ("storage.local.path", "relative/dir", "storage.local.path: must be an absolute path"),
     ("state_dir", "var/lib", "state_dir: must be an absolute path"),
     ("version", 2, "version: Input should be 1"),

@@ -11,6 +11,7 @@ import click
 from dbguardian.cli.common import policy_from
 from dbguardian.daemon import newest_by_tier, read_catalog
 from dbguardian.errors import DbguardianError
+from dbguardian.jobs.prune import prune
 from dbguardian.schedule import catch_up_plan, job_specs, next_runs
 
 
@@ -35,6 +36,12 @@ def command(ctx: click.Context, as_json: bool, count: int, at: str | None) -> No
     except DbguardianError as error:
         newest, catalog_error = {}, str(error)
     catch_up = {item.spec.id: item for item in catch_up_plan(specs, newest, now)} if policy.catch_up else {}
+    retention = asyncio.run(prune(policy, dry_run=True, now=now))
+    deletions = [
+        {"target": d.target, "storage": d.storage, "id": d.backup_id, "tier": d.tier, "reason": d.reason}
+        for d in retention.decisions
+        if d.delete
+    ]
     jobs: list[dict[str, Any]] = []
     for spec in specs:
         runs = next_runs(spec, now, count)
@@ -54,7 +61,15 @@ def command(ctx: click.Context, as_json: bool, count: int, at: str | None) -> No
     if as_json:
         click.echo(
             json.dumps(
-                {"now": _iso(now), "timezone": policy.timezone, "catalog_error": catalog_error, "jobs": jobs}, indent=2
+                {
+                    "now": _iso(now),
+                    "timezone": policy.timezone,
+                    "catalog_error": catalog_error,
+                    "jobs": jobs,
+                    "retention_would_delete": deletions,
+                    "retention_errors": retention.errors,
+                },
+                indent=2,
             )
         )
         return
@@ -67,3 +82,8 @@ def command(ctx: click.Context, as_json: bool, count: int, at: str | None) -> No
             click.echo(f"    catch-up now: {job['catch_up']}")
     if catalog_error:
         click.echo(f"catalog unreadable, catch-up unknown: {catalog_error}")
+    click.echo(f"retention would delete now: {len(deletions) or 'nothing'}")
+    for item in deletions:
+        click.echo(f"    {item['storage']}:{item['target']}/{item['id']}  {item['tier']}  {item['reason']}")
+    for problem in retention.errors:
+        click.echo(f"retention unknown: {problem}")

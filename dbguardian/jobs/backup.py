@@ -30,6 +30,7 @@ from dbguardian.pipeline.stages import Digest, compressor, file_suffix
 from dbguardian.policy import CompressionConfig, Policy, TargetConfig
 from dbguardian.postgres import ConnectionInfo, connected, connection_info, find_tool, server_major
 from dbguardian.progress import Progress
+from dbguardian.state import record_attempt
 from dbguardian.storage import Storage, open_storage
 from dbguardian.storage.base import ObjectWriter
 
@@ -288,9 +289,20 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
 
 
 async def run_backup(policy: Policy, target_name: str, tier: str = "manual", *, clock: Clock = utcnow) -> Manifest:
+    """Back up a target and record the attempt's outcome in ``state_dir`` (retention reads it)."""
     target = target_config(policy, target_name)
+    attempted_at = clock()
     try:
-        return await backup_database(policy, target_name, tier, connection_info(target), clock=clock)
+        manifest = await backup_database(policy, target_name, tier, connection_info(target), clock=clock)
     except (asyncpg.PostgresError, asyncpg.InterfaceError) as error:
         # The connection was lost or a catalog query failed after connecting.
-        raise DatabaseError(f"backup of {target_name!r} failed: {redact_text(str(error))}") from None
+        message = f"backup of {target_name!r} failed: {redact_text(str(error))}"
+        record_attempt(policy.state_dir, target_name, tier, attempted_at, "failure", message)
+        raise DatabaseError(message) from None
+    except BaseException as error:
+        record_attempt(
+            policy.state_dir, target_name, tier, attempted_at, "failure", redact_text(str(error)) or type(error).__name__
+        )
+        raise
+    record_attempt(policy.state_dir, target_name, tier, attempted_at, "success")
+    return manifest

@@ -1,0 +1,113 @@
+"""Prune: apply retention decisions, then remove leftovers of failed runs and stale uploads.
+
+Decide first (``retention.plan``), then act: for each backup to delete, its manifest goes first
+(the backup stops existing for everyone at once), then its data objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from dbguardian.catalog import MANIFEST_NAME, list_backups, manifest_key, remove_leftovers
+from dbguardian.errors import DbguardianError
+from dbguardian.jobs.backup import target_config, target_storages
+from dbguardian.logs import get_logger
+from dbguardian.policy import Policy
+from dbguardian.retention import BackupFacts, Decision, Rules, plan
+from dbguardian.state import last_attempt_failed
+from dbguardian.storage import Storage
+
+log = get_logger("dbguardian.prune")
+
+
+@dataclass
+class PruneResult:
+    decisions: list[Decision] = field(default_factory=list)
+    deleted: list[tuple[str, str]] = field(default_factory=list)
+    leftovers: list[str] = field(default_factory=list)
+    aborted_uploads: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def rules_for(policy: Policy, target_name: str, storage_name: str) -> Rules:
+    target = policy.targets[target_name]
+    keep = {tier: schedule.keep for tier, schedule in target.schedules.items()}
+    override = target.retention.storage.get(storage_name)
+    max_age = target.retention.max_age
+    min_keep = target.retention.min_keep
+    if override is not None:
+        keep.update(override.keep)
+        max_age = override.max_age if override.max_age is not None else max_age
+        min_keep = override.min_keep if override.min_keep is not None else min_keep
+    return Rules(keep_by_tier=keep, max_age=max_age, min_keep=min_keep)
+
+
+async def delete_backup(storage: Storage, target: str, backup_id: str) -> None:
+    await storage.delete(manifest_key(target, backup_id))
+    for info in await storage.list(f"{target}/{backup_id}/"):
+        if not info.key.endswith("/" + MANIFEST_NAME):
+            await storage.delete(info.key)
+
+
+async def prune_target(
+    policy: Policy, target_name: str, *, dry_run: bool = False, now: datetime | None = None
+) -> PruneResult:
+    moment = now or datetime.now(UTC)
+    target = target_config(policy, target_name)
+    failed = last_attempt_failed(policy.state_dir, target_name)
+    result = PruneResult()
+    for storage in target_storages(policy, target):
+        try:
+            await _prune_storage(policy, target_name, storage, moment, failed, dry_run, result)
+        except DbguardianError as error:
+            result.errors.append(f"{storage.name}: {error}")
+            log.error("prune failed on a storage", target=target_name, storage=storage.name, error=str(error))
+    return result
+
+
+async def _prune_storage(
+    policy: Policy,
+    target_name: str,
+    storage: Storage,
+    now: datetime,
+    failed: bool,
+    dry_run: bool,
+    result: PruneResult,
+) -> None:
+    records = await list_backups([storage], target_name)
+    facts = [BackupFacts(r.id, r.manifest.target, r.manifest.tier, r.manifest.started_at) for r in records]
+    decisions = plan(facts, target_name, storage.name, rules_for(policy, target_name, storage.name), now,
+                     last_attempt_failed=failed)  # fmt: skip
+    result.decisions.extend(decisions)
+    for decision in decisions:
+        if not decision.delete:
+            continue
+        log.info("retention deletes", dry_run=dry_run, target=target_name, storage=storage.name,
+                 id=decision.backup_id, reason=decision.reason)  # fmt: skip
+        if not dry_run:
+            await delete_backup(storage, target_name, decision.backup_id)
+            result.deleted.append((storage.name, decision.backup_id))
+    if dry_run:
+        return
+    result.leftovers.extend(await remove_leftovers(storage, target_name, now, policy.leftover_grace))
+    abort_stale: Callable[[datetime], object] | None = getattr(storage, "abort_stale_uploads", None)
+    if abort_stale is not None:
+        aborted = await storage.abort_stale_uploads(now - policy.leftover_grace)  # type: ignore[attr-defined]
+        result.aborted_uploads.extend(aborted)
+
+
+async def prune(
+    policy: Policy, target_name: str | None = None, *, dry_run: bool = False, now: datetime | None = None
+) -> PruneResult:
+    names = [target_name] if target_name else sorted(policy.targets)
+    total = PruneResult()
+    for name in names:
+        part = await prune_target(policy, name, dry_run=dry_run, now=now)
+        total.decisions += part.decisions
+        total.deleted += part.deleted
+        total.leftovers += part.leftovers
+        total.aborted_uploads += part.aborted_uploads
+        total.errors += part.errors
+    return total

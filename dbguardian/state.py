@@ -1,0 +1,58 @@
+"""Small durable facts dbguardian keeps in ``state_dir`` (one JSON file per subject, replaced atomically)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from dbguardian.logs import get_logger
+
+log = get_logger("dbguardian.state")
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with temp.open("w") as handle:
+        json.dump(data, handle, indent=2, default=str)
+        handle.flush()
+        os.fsync(handle.fileno())
+    temp.replace(path)
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, json.JSONDecodeError) as error:
+        log.error("unreadable state file ignored", path=str(path), error=str(error))
+        return None
+
+
+def _attempt_path(state_dir: Path, target: str) -> Path:
+    return state_dir / "targets" / f"{target}.json"
+
+
+def record_attempt(state_dir: Path, target: str, tier: str, at: datetime, result: str, error: str | None = None) -> None:
+    """Remember the outcome of the target's latest backup attempt (retention pauses after a failure)."""
+    with contextlib.suppress(OSError):  # a read-only state dir must not turn a good backup into a failure
+        write_json(
+            _attempt_path(state_dir, target),
+            {"last_attempt": {"tier": tier, "at": at.isoformat(), "result": result, "error": error}},
+        )
+
+
+def last_attempt(state_dir: Path, target: str) -> dict[str, Any] | None:
+    data = read_json(_attempt_path(state_dir, target))
+    attempt = data.get("last_attempt") if isinstance(data, dict) else None
+    return attempt if isinstance(attempt, dict) else None
+
+
+def last_attempt_failed(state_dir: Path, target: str) -> bool:
+    attempt = last_attempt(state_dir, target)
+    return attempt is not None and attempt.get("result") != "success"
