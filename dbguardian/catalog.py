@@ -98,6 +98,7 @@ class Manifest(BaseModel):
     size_bytes: int
     sha256: str
     compression: dict[str, str | int]
+    encryption: dict[str, str | list[str]] | None = None
     storage: list[str]
     objects: dict[str, StoredObject]
     tables: list[TableCount]

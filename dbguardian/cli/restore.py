@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -26,6 +27,11 @@ from dbguardian.units import format_size
 )
 @click.option("--no-owner", is_flag=True, help="Do not restore object ownership (roles missing on this server).")
 @click.option("--from", "from_storage", help="Storage to read from (default: the first that has the backup).")
+@click.option(
+    "--identity",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="age identity or GPG secret key file for encrypted backups (default: $DBGUARDIAN_IDENTITY_FILE).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
 def command(
@@ -38,19 +44,25 @@ def command(
     jobs: int,
     no_owner: bool,
     from_storage: str | None,
+    identity: Path | None,
     as_json: bool,
 ) -> None:
     """Restore a backup of TARGET (the latest by default) into a database, or validate it."""
     policy = policy_from(ctx)
     if validate_only:
-        report = run_async(lambda: validate(policy, target, backup_id, from_storage))
+        report = run_async(lambda: validate(policy, target, backup_id, from_storage, identity))
         if as_json:
             click.echo(json.dumps({k: v for k, v in report.__dict__.items() if k != "toc"}))
             return
+        contents = (
+            "contents not checked: encrypted, no --identity given"
+            if report.toc_entries is None
+            else f"{report.toc_entries} archive entries"
+        )
         click.echo(
             f"backup {report.backup_id} of {target} on {report.storage} is valid: sha256 matches, "
             f"{format_size(report.stored_bytes)} stored / {format_size(report.raw_bytes)} raw, "
-            f"{report.toc_entries} archive entries ({report.seconds:.1f}s)"
+            f"{contents} ({report.seconds:.1f}s)"
         )
         return
     if not into:
@@ -65,6 +77,7 @@ def command(
             jobs=jobs,
             no_owner=no_owner,
             from_storage=from_storage,
+            identity=identity,
         )
     )
     if as_json:

@@ -1,4 +1,5 @@
-"""One backup: snapshot facts, pg_dump streamed through compression into every storage, manifest last."""
+"""One backup: snapshot facts, pg_dump streamed through compression (and encryption) into every
+storage of the target, manifest last."""
 
 from __future__ import annotations
 
@@ -6,33 +7,24 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 import asyncpg
 
 from dbguardian import __version__
-from dbguardian.catalog import (
-    Manifest,
-    StoredObject,
-    TableCount,
-    commit_manifest,
-    new_backup_id,
-    object_key,
-    remove_leftovers,
-)
+from dbguardian.catalog import Manifest, TableCount, commit_manifest, new_backup_id, object_key, remove_leftovers
 from dbguardian.dbfacts import count_rows, object_counts, server_facts
 from dbguardian.errors import DatabaseError, OperationError, UsageError
 from dbguardian.logs import get_logger, redact_text
 from dbguardian.pipeline.process import Child
-from dbguardian.pipeline.stages import Digest, compressor, file_suffix
-from dbguardian.policy import CompressionConfig, Policy, TargetConfig
+from dbguardian.pipeline.sink import StreamResult, stream_to_storages
+from dbguardian.pipeline.stages import file_suffix
+from dbguardian.policy import Policy, TargetConfig
 from dbguardian.postgres import ConnectionInfo, connected, connection_info, find_tool, server_major
 from dbguardian.progress import Progress
 from dbguardian.state import record_attempt
 from dbguardian.storage import Storage, open_storage
-from dbguardian.storage.base import ObjectWriter
 
 log = get_logger("dbguardian.backup")
 
@@ -43,10 +35,17 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-@dataclass(frozen=True)
-class StreamResult:
-    raw_size: int
-    stored: StoredObject
+class PartialBackup(OperationError):
+    """The backup is valid on some storages and failed on others (the run still fails: exit 1)."""
+
+    def __init__(self, manifest: Manifest, failures: dict[str, str]) -> None:
+        self.manifest = manifest
+        self.failures = failures
+        detail = "; ".join(f"{name}: {reason}" for name, reason in failures.items())
+        super().__init__(
+            f"backup {manifest.id} is valid on {', '.join(manifest.storage)} but failed on {detail}; "
+            "the next run writes a new backup to every storage"
+        )
 
 
 def target_config(policy: Policy, target: str) -> TargetConfig:
@@ -61,59 +60,10 @@ def target_storages(policy: Policy, target: TargetConfig) -> list[Storage]:
     return [open_storage(name, policy.storage[name]) for name in target.storage]
 
 
-async def stream_to_storages(
-    chunks: AsyncIterator[bytes],
-    compression: CompressionConfig,
-    storages: Sequence[Storage],
-    key: str,
-    progress: Progress | None = None,
-    *,
-    source_succeeded: Callable[[], Awaitable[None]] | None = None,
-) -> StreamResult:
-    """Compress ``chunks`` and write them to ``key`` on every storage; commit only if all went well.
-
-    ``source_succeeded`` is awaited after the last chunk and before the commit; it raises if the
-    producer (pg_dump) failed, so a truncated stream is never committed.
-
-    On any failure or cancellation every writer is aborted, so no partial object stays visible.
-    """
-    stage = compressor(compression.algorithm, compression.effective_level, compression.threads)
-    raw = 0
-    digest = Digest()
-    writers: list[ObjectWriter] = []
-    try:
-        for storage in storages:
-            writers.append(await storage.open_writer(key))
-
-        async def emit(data: bytes) -> None:
-            if data:
-                digest.update(data)
-                await asyncio.gather(*(writer.write(data) for writer in writers))
-
-        async for chunk in chunks:
-            raw += len(chunk)
-            if progress:
-                progress.advance(len(chunk))
-            await emit(await asyncio.to_thread(stage.feed, chunk))
-        await emit(await asyncio.to_thread(stage.flush))
-        # End of stream is not success: the producer may have died. Check it before anything commits.
-        if source_succeeded is not None:
-            await source_succeeded()
-        for writer in writers:
-            await writer.commit()
-    except BaseException:
-        await asyncio.shield(_abort_all(writers))
-        raise
-    return StreamResult(
-        raw_size=raw,
-        stored=StoredObject(key=key, size_bytes=digest.size, sha256=digest.hexdigest(), raw_size_bytes=raw),
-    )
-
-
-async def _abort_all(writers: Sequence[ObjectWriter]) -> None:
-    for writer in writers:
-        with contextlib.suppress(Exception):
-            await writer.abort()
+def object_suffix(target: TargetConfig) -> str:
+    """``.zst``, ``.gz.age``, ...: what was done to the stream, in order."""
+    encryption = "" if target.encryption is None else "." + target.encryption.method
+    return file_suffix(target.compression.algorithm) + encryption
 
 
 async def _dump_globals(
@@ -124,7 +74,7 @@ async def _dump_globals(
     target: TargetConfig,
     storages: Sequence[Storage],
     key: str,
-) -> StoredObject:
+) -> StreamResult:
     tool = await find_tool("pg_dumpall", major, policy.pg_bin_dirs)
     argv = [tool.path, "--globals-only", "--no-password", f"--database={info.database}"]
     if not superuser:
@@ -132,10 +82,14 @@ async def _dump_globals(
         argv.append("--no-role-passwords")
         log.warning("globals without role passwords: the backup role is not a superuser", database=info.database)
     async with Child(argv, env=info.libpq_env()) as child:
-        result = await stream_to_storages(
-            child.stdout_chunks(), target.compression, storages, key, source_succeeded=child.wait_checked
+        return await stream_to_storages(
+            child.stdout_chunks(),
+            target.compression,
+            storages,
+            key,
+            encryption=target.encryption,
+            source_succeeded=child.wait_checked,
         )
-    return result.stored
 
 
 async def backup_database(
@@ -146,15 +100,25 @@ async def backup_database(
     *,
     clock: Clock = utcnow,
 ) -> Manifest:
-    """Back up the database ``info`` points at, cataloguing it under ``target_name``/``tier``."""
+    """Back up the database ``info`` points at, cataloguing it under ``target_name``/``tier``.
+
+    Raises :class:`PartialBackup` (after committing where it could) when some storages failed.
+    """
     target = target_config(policy, target_name)
-    storages = target_storages(policy, target)
+    all_storages = target_storages(policy, target)
+    storages = list(all_storages)
     started_at = clock()
     started = time.monotonic()
     backup_id = new_backup_id(started_at)
     log.info("backup started", target=target_name, tier=tier, id=backup_id, database=info.database)
-    for storage in storages:
-        await remove_leftovers(storage, target_name, started_at, policy.leftover_grace)
+    for storage in all_storages:
+        try:
+            await remove_leftovers(storage, target_name, started_at, policy.leftover_grace)
+        except OperationError as error:  # an unreachable storage fails at write time, with the others going on
+            log.error("cannot clean leftovers", storage=storage.name, error=str(error))
+    failures: dict[str, str] = {}
+    progress = Progress(f"backup {target_name}", None)
+    suffix = object_suffix(target)
 
     try:
         async with connected(info) as connection:
@@ -163,17 +127,10 @@ async def backup_database(
             pg_dump = await find_tool("pg_dump", major, policy.pg_bin_dirs)
             counts: list[TableCount] = []
             kinds: dict[str, int] = {}
-            dump_key = object_key(target_name, backup_id, "dump.pgc" + file_suffix(target.compression.algorithm))
+            dump_key = object_key(target_name, backup_id, "dump.pgc" + suffix)
             async with connection.transaction(isolation="repeatable_read", readonly=True):
                 snapshot = await connection.fetchval("SELECT pg_export_snapshot()")
-                argv = [
-                    pg_dump.path,
-                    "--format=custom",
-                    "--compress=0",
-                    f"--snapshot={snapshot}",
-                    "--no-password",
-                ]
-                progress = Progress(f"backup {target_name}", None)
+                argv = [pg_dump.path, "--format=custom", "--compress=0", f"--snapshot={snapshot}", "--no-password"]
 
                 async def count_in_snapshot() -> None:
                     nonlocal counts, kinds
@@ -189,6 +146,7 @@ async def backup_database(
                             storages,
                             dump_key,
                             progress,
+                            encryption=target.encryption,
                             source_succeeded=child.wait_checked,
                         )
 
@@ -198,17 +156,21 @@ async def backup_database(
                         async with asyncio.TaskGroup() as group:
                             dump_task = group.create_task(dump())
                             group.create_task(count_in_snapshot())
-                    except BaseExceptionGroup as failures:
-                        raise _root_cause(failures) from None
+                    except BaseExceptionGroup as group_failures:
+                        raise _root_cause(group_failures) from None
                 dump_result = dump_task.result()
+            failures.update(dump_result.failures)
+            storages = [storage for storage in storages if storage.name in dump_result.committed]
             objects = {"dump": dump_result.stored}
             if target.globals:
                 superuser = bool(await connection.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"))
-                globals_key = object_key(target_name, backup_id, "globals.sql" + file_suffix(target.compression.algorithm))
-                stored = await _dump_globals(policy, info, major, superuser, target, storages, globals_key)
-                objects["globals"] = stored.model_copy(update={"role_passwords": superuser})
+                globals_key = object_key(target_name, backup_id, "globals.sql" + suffix)
+                globals_result = await _dump_globals(policy, info, major, superuser, target, storages, globals_key)
+                failures.update(globals_result.failures)
+                storages = [storage for storage in storages if storage.name in globals_result.committed]
+                objects["globals"] = globals_result.stored.model_copy(update={"role_passwords": superuser})
 
-        finished_at = clock()
+        encryption = dump_result.encryption
         manifest = Manifest(
             id=backup_id,
             target=target_name,
@@ -219,12 +181,13 @@ async def backup_database(
             dbguardian_version=__version__,
             host=socket.gethostname(),
             started_at=started_at,
-            finished_at=finished_at,
+            finished_at=clock(),
             duration_seconds=round(time.monotonic() - started, 3),
-            raw_size_bytes=dump_result.raw_size,
+            raw_size_bytes=dump_result.stored.raw_size_bytes,
             size_bytes=dump_result.stored.size_bytes,
             sha256=dump_result.stored.sha256,
             compression={"algorithm": target.compression.algorithm, "level": target.compression.effective_level},
+            encryption=None if encryption is None else {"method": encryption.method, "recipients": encryption.recipients},
             storage=[storage.name for storage in storages],
             objects=objects,
             tables=counts,
@@ -237,17 +200,23 @@ async def backup_database(
         )
     except BaseException:
         # Nothing of a failed run may stay behind, committed object or not.
-        await asyncio.shield(discard_objects(storages, target_name, backup_id))
+        await asyncio.shield(discard_objects(all_storages, target_name, backup_id))
         raise
 
-    commit_failures: list[str] = []
+    committed_on: list[str] = []
     for storage in storages:
         try:
             await commit_manifest(storage, manifest)
+            committed_on.append(storage.name)
         except OperationError as error:
-            commit_failures.append(f"{storage.name}: {error}")
-    if commit_failures:
-        raise OperationError(f"backup {backup_id} could not be committed on: {'; '.join(commit_failures)}")
+            failures[storage.name] = str(error)
+    # Objects on storages that failed part-way are useless without a manifest: remove them now.
+    await asyncio.shield(discard_objects([s for s in all_storages if s.name not in committed_on], target_name, backup_id))
+    if not committed_on:
+        detail = "; ".join(f"{name}: {reason}" for name, reason in failures.items())
+        raise OperationError(f"backup {backup_id} was committed nowhere: {detail}")
+    if committed_on != manifest.storage:
+        manifest = manifest.model_copy(update={"storage": committed_on})
     progress.finish()
     log.info(
         "backup committed",
@@ -259,7 +228,10 @@ async def backup_database(
         seconds=manifest.duration_seconds,
         tables=len(counts),
         storage=manifest.storage,
+        failed_storage=sorted(failures),
     )
+    if failures:
+        raise PartialBackup(manifest, failures)
     return manifest
 
 
@@ -299,10 +271,12 @@ async def run_backup(policy: Policy, target_name: str, tier: str = "manual", *, 
         message = f"backup of {target_name!r} failed: {redact_text(str(error))}"
         record_attempt(policy.state_dir, target_name, tier, attempted_at, "failure", message)
         raise DatabaseError(message) from None
+    except PartialBackup as partial:
+        record_attempt(policy.state_dir, target_name, tier, attempted_at, "partial", str(partial))
+        raise
     except BaseException as error:
-        record_attempt(
-            policy.state_dir, target_name, tier, attempted_at, "failure", redact_text(str(error)) or type(error).__name__
-        )
+        reason = redact_text(str(error)) or type(error).__name__
+        record_attempt(policy.state_dir, target_name, tier, attempted_at, "failure", reason)
         raise
     record_attempt(policy.state_dir, target_name, tier, attempted_at, "success")
     return manifest

@@ -1,0 +1,136 @@
+"""The write end of a backup: compress → encrypt (optional) → sha256 → every storage in parallel.
+
+One stream feeds several destinations with backpressure (each chunk is written to all live
+destinations before the next one is produced, so a slow destination slows the stream and memory
+stays flat). A destination that fails is dropped and reported; the others carry on. If every
+destination fails, the stream fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from dbguardian.catalog import StoredObject
+from dbguardian.errors import StorageError
+from dbguardian.logs import get_logger
+from dbguardian.pipeline.encrypt import EncryptionInfo, encrypt_stream
+from dbguardian.pipeline.stages import Digest, compressor
+from dbguardian.pipeline.streams import ByteCounter, through_stage
+from dbguardian.policy import CompressionConfig, EncryptionConfig
+from dbguardian.progress import Progress
+from dbguardian.storage.base import ObjectWriter, Storage
+
+log = get_logger("dbguardian.sink")
+
+
+@dataclass
+class StreamResult:
+    stored: StoredObject
+    committed: list[str]
+    failures: dict[str, str] = field(default_factory=dict)
+    encryption: EncryptionInfo | None = None
+
+
+class FanOut:
+    """Writers for one key on several storages; failures drop a writer, not the stream."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.live: dict[str, ObjectWriter] = {}
+        self.failures: dict[str, str] = {}
+
+    async def open(self, storages: Sequence[Storage]) -> None:
+        for storage in storages:
+            try:
+                self.live[storage.name] = await storage.open_writer(self.key)
+            except StorageError as error:
+                self._failed(storage.name, error)
+        self._require_one()
+
+    def _failed(self, name: str, error: BaseException) -> None:
+        self.failures[name] = str(error)
+        log.error("storage failed; continuing with the others", storage=name, key=self.key, error=str(error))
+
+    def _require_one(self) -> None:
+        if not self.live:
+            detail = "; ".join(f"{name}: {reason}" for name, reason in self.failures.items())
+            raise StorageError(f"every storage failed: {detail}")
+
+    async def _each(self, action: Callable[[ObjectWriter], Awaitable[object]]) -> None:
+        names = list(self.live)
+        results = await asyncio.gather(*(action(self.live[name]) for name in names), return_exceptions=True)
+        for name, result in zip(names, results, strict=True):
+            if isinstance(result, asyncio.CancelledError):
+                raise result
+            if isinstance(result, Exception):
+                writer = self.live.pop(name)
+                with contextlib.suppress(Exception):
+                    await writer.abort()
+                self._failed(name, result)
+            elif isinstance(result, BaseException):
+                raise result
+        self._require_one()
+
+    async def write(self, chunk: bytes) -> None:
+        await self._each(lambda writer: writer.write(chunk))
+
+    async def commit(self) -> list[str]:
+        await self._each(lambda writer: writer.commit())
+        return list(self.live)
+
+    async def abort(self) -> None:
+        for writer in self.live.values():
+            with contextlib.suppress(Exception):
+                await writer.abort()
+        self.live.clear()
+
+
+async def _counted(chunks: AsyncIterator[bytes], progress: Progress | None) -> AsyncIterator[bytes]:
+    async for chunk in chunks:
+        if progress is not None:
+            progress.advance(len(chunk))
+        yield chunk
+
+
+async def stream_to_storages(
+    chunks: AsyncIterator[bytes],
+    compression: CompressionConfig,
+    storages: Sequence[Storage],
+    key: str,
+    progress: Progress | None = None,
+    *,
+    encryption: EncryptionConfig | None = None,
+    source_succeeded: Callable[[], Awaitable[None]] | None = None,
+) -> StreamResult:
+    """Write ``chunks`` (compressed, maybe encrypted) to ``key`` on every storage; commit where it worked.
+
+    ``source_succeeded`` is awaited after the last chunk and before the commit; it raises if the
+    producer (pg_dump) failed, so a truncated stream is never committed. On any failure or
+    cancellation of the stream itself every writer is aborted: no partial object stays visible.
+    """
+    raw = ByteCounter()
+    stage = compressor(compression.algorithm, compression.effective_level, compression.threads)
+    stream = through_stage(_counted(chunks, progress), stage, raw)
+    info: list[EncryptionInfo] = []
+    if encryption is not None:
+        stream = encrypt_stream(encryption, stream, info)
+    digest = Digest()
+    fanout = FanOut(key)
+    try:
+        await fanout.open(storages)
+        async with contextlib.aclosing(stream):  # type: ignore[type-var]
+            async for data in stream:
+                digest.update(data)
+                await fanout.write(data)
+        # End of stream is not success: the producer may have died. Check before anything commits.
+        if source_succeeded is not None:
+            await source_succeeded()
+        committed = await fanout.commit()
+    except BaseException:
+        await asyncio.shield(fanout.abort())
+        raise
+    stored = StoredObject(key=key, size_bytes=digest.size, sha256=digest.hexdigest(), raw_size_bytes=raw.size)
+    return StreamResult(stored, committed, dict(fanout.failures), info[0] if info else None)

@@ -1,0 +1,64 @@
+"""Async stream plumbing: stages applied to chunk iterators, and external programs as filters."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+
+from dbguardian.errors import PipelineError
+from dbguardian.pipeline.process import Child
+from dbguardian.pipeline.stages import Stage
+
+
+class ByteCounter:
+    def __init__(self) -> None:
+        self.size = 0
+
+
+async def through_stage(
+    chunks: AsyncIterator[bytes], stage: Stage, counter: ByteCounter | None = None
+) -> AsyncIterator[bytes]:
+    """Apply a chunk stage (compress, decompress) off the event loop; ``counter`` counts input bytes."""
+    async for chunk in chunks:
+        if counter is not None:
+            counter.size += len(chunk)
+        out = await asyncio.to_thread(stage.feed, chunk)
+        if out:
+            yield out
+    tail = await asyncio.to_thread(stage.flush)
+    if tail:
+        yield tail
+
+
+async def through_program(
+    argv: list[str], chunks: AsyncIterator[bytes], *, env: Mapping[str, str] | None = None, what: str = ""
+) -> AsyncIterator[bytes]:
+    """Stream ``chunks`` through an external filter program (age, gpg) and yield its output.
+
+    The program's failure (non-zero exit, error on stderr) is raised after its output ends, so a
+    consumer never mistakes a truncated stream for a complete one.
+    """
+    async with Child(argv, env=env, stdin=True) as child:
+
+        async def feed() -> None:
+            try:
+                async for chunk in chunks:
+                    if not await child.write(chunk):
+                        return  # it stopped reading: its exit status says why
+            finally:
+                await child.close_stdin()
+
+        feeder = asyncio.create_task(feed())
+        try:
+            async for out in child.stdout_chunks():
+                yield out
+            await feeder
+            await child.wait_checked()
+        except PipelineError:
+            raise
+        finally:
+            if not feeder.done():
+                feeder.cancel()
+                with contextlib.suppress(BaseException):
+                    await feeder
