@@ -20,10 +20,10 @@ from typing import Any
 from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from dbguardian.catalog import SAFETY_TIER, BackupRecord, list_backups
+from dbguardian.catalog import SAFETY_TIER, BackupRecord, Manifest, list_backups
 from dbguardian.errors import DbguardianError, OperationError, PolicyError
 from dbguardian.http import HttpServer, Response
-from dbguardian.jobs.backup import run_backup
+from dbguardian.jobs.backup import PartialBackup, run_backup
 from dbguardian.jobs.prune import prune_target
 from dbguardian.logs import get_logger
 from dbguardian.metrics import Metrics
@@ -275,21 +275,31 @@ class Daemon:
             result = "cancelled"
             log.warning("backup cancelled", job=spec.id)
             raise
+        except PartialBackup as partial:
+            result = "partial"
+            log.error("backup failed on some storages", job=spec.id, reason=reason, error=str(partial))
+            manifest = partial.manifest
+            self._record_success(labels, manifest)
+            for storage_name in partial.failures:
+                self.metrics.storage_failures.labels(spec.target, storage_name).inc()
         except DbguardianError as error:
             log.error("backup failed", job=spec.id, reason=reason, error=str(error))
         except Exception as error:  # a bug must not take the daemon down with it
             log.exception("backup crashed", job=spec.id, error=repr(error))
         else:
             result = "success"
-            self.metrics.last_success.labels(*labels).set(manifest.started_at.timestamp())
-            self.metrics.last_stored_bytes.labels(*labels).set(manifest.size_bytes)
-            self.metrics.last_raw_bytes.labels(*labels).set(manifest.raw_size_bytes)
+            self._record_success(labels, manifest)
         finally:
             self.metrics.running.labels(spec.kind).dec()
             self.metrics.duration.labels(*labels).observe(time.monotonic() - started)
             self.metrics.runs.labels(*labels, result).inc()
         if result == "success":
             await self._prune(spec.target)
+
+    def _record_success(self, labels: tuple[str, str], manifest: Manifest) -> None:
+        self.metrics.last_success.labels(*labels).set(manifest.started_at.timestamp())
+        self.metrics.last_stored_bytes.labels(*labels).set(manifest.size_bytes)
+        self.metrics.last_raw_bytes.labels(*labels).set(manifest.raw_size_bytes)
 
     async def _prune(self, target: str) -> None:
         """Retention after every successful backup of the target (still under the target's lock)."""

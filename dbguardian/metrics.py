@@ -57,7 +57,7 @@ class Metrics:
         )
         self.runs = Counter(
             "dbguardian_backup_runs_total",
-            "Backup runs by result (success, failure, cancelled).",
+            "Backup runs by result (success, partial: failed on some storages, failure, cancelled).",
             ["target", "tier", "result"],
             registry=registry,
         )
@@ -82,6 +82,12 @@ class Metrics:
             registry=registry,
         )
         self.last_reload_success.set(1)
+        self.storage_failures = Counter(
+            "dbguardian_storage_write_failures_total",
+            "Backups that could not be written to a storage (the others still got them).",
+            ["target", "storage"],
+            registry=registry,
+        )
         self.prune_runs = Counter(
             "dbguardian_prune_runs_total", "Retention runs by result.", ["target", "result"], registry=registry
         )
