@@ -13,22 +13,26 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from dbguardian.alerts.dispatch import Alerter
+from dbguardian.alerts.pings import ping
 from dbguardian.catalog import SAFETY_TIER, BackupRecord, Manifest, list_backups
 from dbguardian.errors import DbguardianError, OperationError, PolicyError
+from dbguardian.health import TargetFacts, Verdict
 from dbguardian.http import HttpServer, Response
 from dbguardian.jobs.backup import PartialBackup, run_backup
+from dbguardian.jobs.health import check_target
 from dbguardian.jobs.prune import prune_target
 from dbguardian.logs import get_logger
 from dbguardian.metrics import Metrics
 from dbguardian.notify import Notifier, watchdog_interval
-from dbguardian.policy import Policy, load_policy
+from dbguardian.policy import HEALTH_DEFAULTS, PingsConfig, Policy, load_policy
 from dbguardian.schedule import JobSpec, catch_up_plan, job_specs
 from dbguardian.storage import open_storage
 
@@ -36,6 +40,7 @@ log = get_logger("dbguardian.daemon")
 
 HEARTBEAT_SECONDS = 1.0
 HEARTBEAT_STALE_SECONDS = 15.0
+OUTBOX_SECONDS = 5.0
 
 Clock = Callable[[], datetime]
 
@@ -92,6 +97,8 @@ class Daemon:
         self.slots = asyncio.Semaphore(policy.max_concurrent_backups)
         self._slots_size = policy.max_concurrent_backups
         self.stopping = False
+        self.health_locks: dict[str, asyncio.Lock] = {}
+        self.alerter = self._make_alerter(policy)
         self.heartbeat = time.monotonic()
         self._stop = asyncio.Event()
         self._signals = 0
@@ -109,7 +116,7 @@ class Daemon:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._on_stop_signal, signum)
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
-        background = [asyncio.create_task(self._heartbeat())]
+        background = [asyncio.create_task(self._heartbeat()), asyncio.create_task(self._flush_outbox())]
         try:
             self.scheduler = AsyncIOScheduler(
                 timezone=UTC,
@@ -166,6 +173,18 @@ class Daemon:
     def _cancel_running(self) -> None:
         for task in self.running:
             task.cancel()
+
+    async def _flush_outbox(self) -> None:
+        """Retry undelivered alerts (a channel that was down) every few seconds."""
+        while True:
+            await asyncio.sleep(OUTBOX_SECONDS)
+            try:
+                await self.alerter.flush(self.clock())
+            except Exception as error:  # never let delivery problems stop the loop
+                log.exception("alert outbox flush failed", error=repr(error))
+
+    def _make_alerter(self, policy: Policy) -> Alerter:
+        return Alerter(policy, count=lambda channel, result: self.metrics.alert_deliveries.labels(channel, result).inc())
 
     async def _heartbeat(self) -> None:
         interval = watchdog_interval()
@@ -231,6 +250,7 @@ class Daemon:
                 log.error("policy reload rejected; keeping the running policy", problem=problem)
             self.metrics.reloads.labels("failure").inc()
             self.metrics.last_reload_success.set(0)
+            await self._policy_verdict(False, "; ".join(error.problems))
             self.notifier.send("READY=1", f"STATUS=reload rejected; {self.status()}")
             return False
         self.policy = policy
@@ -240,6 +260,8 @@ class Daemon:
         self._install(job_specs(policy))
         self.metrics.reloads.labels("success").inc()
         self.metrics.last_reload_success.set(1)
+        self.alerter = self._make_alerter(policy)
+        await self._policy_verdict(True, "the reloaded policy is valid")
         log.info("policy reloaded", jobs=sorted(self.specs))
         self.notifier.send("READY=1", f"STATUS={self.status()}")
         return True
@@ -247,7 +269,11 @@ class Daemon:
     # ----------------------------------------------------------------------------- running jobs
     async def _scheduled_run(self, job_id: str) -> None:
         spec = self.specs.get(job_id)
-        if spec is not None:
+        if spec is None:
+            return
+        if spec.kind == "health":
+            await self.run_health(spec.target)
+        else:
             await self.run_job(spec, reason="schedule")
 
     async def run_job(self, spec: JobSpec, reason: str) -> None:
@@ -262,6 +288,8 @@ class Daemon:
         finally:
             self.running.discard(task)
             self.notifier.send(f"STATUS={self.status()}")
+        if not self.stopping:
+            await self.run_health(spec.target)  # right after every backup: failures alert at once
 
     async def _run_backup(self, spec: JobSpec, reason: str) -> None:
         labels = (spec.target, spec.tier)
@@ -269,6 +297,8 @@ class Daemon:
         self.metrics.running.labels(spec.kind).inc()
         started = time.monotonic()
         result = "failure"
+        pings = self.policy.targets[spec.target].pings
+        await self._ping(pings, "start", spec.target)
         try:
             manifest = await run_backup(self.policy, spec.target, spec.tier, clock=self.clock)
         except asyncio.CancelledError:
@@ -293,8 +323,60 @@ class Daemon:
             self.metrics.running.labels(spec.kind).dec()
             self.metrics.duration.labels(*labels).observe(time.monotonic() - started)
             self.metrics.runs.labels(*labels, result).inc()
+        await self._ping(pings, "success" if result == "success" else "fail", spec.target)
         if result == "success":
             await self._prune(spec.target)
+
+    async def _ping(self, pings: PingsConfig, event: str, target: str) -> None:
+        if getattr(pings, event) is None and getattr(pings, f"{event}_file") is None:
+            return
+        ok = await ping(pings, event, target)
+        self.metrics.pings.labels(target, event, "success" if ok else "failure").inc()
+
+    async def run_health(self, target: str) -> None:
+        """Run the health checks of one target, export them, and feed the alert state machines."""
+        if target not in self.policy.targets:
+            return
+        lock = self.health_locks.setdefault(target, asyncio.Lock())
+        if lock.locked():
+            return  # a check of this target is running; it will see the same facts
+        async with lock:
+            now = self.clock()
+            running = self.target_locks.setdefault(target, asyncio.Lock()).locked()
+            try:
+                verdicts, facts = await check_target(self.policy, target, now, running=running)
+            except Exception as error:  # a broken check must not stop the others, or the daemon
+                log.exception("health check crashed", target=target, error=repr(error))
+                return
+            for verdict in verdicts:
+                self.metrics.health_ok.labels(target, verdict.check).set(1 if verdict.ok else 0)
+                if not verdict.ok:
+                    log.warning("health check failing", target=target, check=verdict.check, observed=verdict.observed)
+            self._export_ages(target, facts, now)
+            self.metrics.health_last_run.set(now.timestamp())
+            await self.alerter.process(verdicts, now, self._renotify)
+            self.metrics.alerts_firing.set(len(self.alerter.firing()))
+
+    def _export_ages(self, target: str, facts: TargetFacts, now: datetime) -> None:
+        newest: dict[tuple[str, str], datetime] = {}
+        for backup in facts.backups:
+            for storage in backup.storages:
+                key = (backup.tier, storage)
+                newest[key] = max(newest.get(key, backup.started_at), backup.started_at)
+        for (tier, storage), moment in newest.items():
+            self.metrics.backup_age.labels(target, tier, storage).set((now - moment).total_seconds())
+
+    def _renotify(self, target: str) -> timedelta:
+        if target in self.policy.targets:
+            return self.policy.health_rules(target).renotify
+        return HEALTH_DEFAULTS.renotify
+
+    async def _policy_verdict(self, ok: bool, observed: str) -> None:
+        verdict = Verdict("(daemon)", "policy_reload", ok, observed, "the policy file on disk is valid")
+        try:
+            await self.alerter.process([verdict], self.clock(), self._renotify)
+        except Exception as error:  # alerting must never break reloading
+            log.exception("alerting on policy reload failed", error=repr(error))
 
     def _record_success(self, labels: tuple[str, str], manifest: Manifest) -> None:
         self.metrics.last_success.labels(*labels).set(manifest.started_at.timestamp())

@@ -97,6 +97,28 @@ class Metrics:
             ["target", "storage"],
             registry=registry,
         )
+        self.health_ok = Gauge(
+            "dbguardian_health_check_ok", "1 if the health check passes, 0 if not.", ["target", "check"], registry=registry
+        )
+        self.backup_age = Gauge(
+            "dbguardian_backup_age_seconds",
+            "Age of the newest valid backup per target, tier and storage (at the last health check).",
+            ["target", "tier", "storage"],
+            registry=registry,
+        )
+        self.health_last_run = Gauge(
+            "dbguardian_health_last_run_timestamp_seconds", "When the health checks last ran.", registry=registry
+        )
+        self.alerts_firing = Gauge("dbguardian_alerts_firing", "Alerts firing now.", registry=registry)
+        self.alert_deliveries = Counter(
+            "dbguardian_alert_deliveries_total",
+            "Alert delivery attempts by channel and result.",
+            ["channel", "result"],
+            registry=registry,
+        )
+        self.pings = Counter(
+            "dbguardian_pings_total", "Dead-man pings by event and result.", ["target", "event", "result"], registry=registry
+        )
         self.running = Gauge("dbguardian_jobs_running", "Jobs running now.", ["kind"], registry=registry)
         self.jobs = Gauge("dbguardian_jobs", "Jobs in the job table.", ["kind"], registry=registry)
 

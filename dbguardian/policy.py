@@ -207,6 +207,85 @@ class GpgEncryptionConfig(StrictModel):
 EncryptionConfig = Annotated[AgeEncryptionConfig | GpgEncryptionConfig, Field(discriminator="method")]
 
 
+DEFAULT_HEALTH_CRON = "0 */6 * * *"
+
+
+class HealthOverrides(StrictModel):
+    """Health-check thresholds; at top level the defaults, per target the overrides."""
+
+    cron: Annotated[str, BeforeValidator(str.strip)] | None = None
+    every: Duration | None = None
+    max_age: Duration | None = None
+    min_size: Size | None = None
+    shrink_ratio: float | None = Field(default=None, gt=0, le=1)
+    min_count: int | None = Field(default=None, ge=0)
+    db_failures: int | None = Field(default=None, ge=1)
+    renotify: Duration | None = None
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        return None if value is None else _validate_cron(value)
+
+    @model_validator(mode="after")
+    def _one_trigger(self) -> HealthOverrides:
+        if self.cron is not None and self.every is not None:
+            raise ValueError("set at most one of 'cron' or 'every'")
+        return self
+
+
+class HealthRules(StrictModel):
+    """Effective thresholds for one target."""
+
+    cron: str | None
+    every: timedelta | None
+    max_age: timedelta
+    min_size: int
+    shrink_ratio: float
+    min_count: int
+    db_failures: int
+    renotify: timedelta
+
+
+HEALTH_DEFAULTS = HealthRules(
+    cron=DEFAULT_HEALTH_CRON,
+    every=None,
+    max_age=timedelta(hours=26),
+    min_size=1024 * 1024,
+    shrink_ratio=0.5,
+    min_count=2,
+    db_failures=2,
+    renotify=timedelta(hours=24),
+)
+
+
+def _secret_from(value: SecretStr | None, path: Path | None, what: str) -> str | None:
+    if value is not None:
+        return value.get_secret_value()
+    if path is not None:
+        try:
+            return path.read_text().strip()
+        except OSError as error:
+            from dbguardian.errors import OperationError
+
+            raise OperationError(f"cannot read {what} file {path}: {error.strerror}") from None
+    return None
+
+
+class PingsConfig(StrictModel):
+    """Dead-man pings per backup job (healthchecks.io convention): URLs, or files holding them."""
+
+    start: SecretStr | None = None
+    success: SecretStr | None = None
+    fail: SecretStr | None = None
+    start_file: Path | None = None
+    success_file: Path | None = None
+    fail_file: Path | None = None
+
+    def url(self, event: str) -> str | None:
+        return _secret_from(getattr(self, event), getattr(self, f"{event}_file"), f"pings.{event}")
+
+
 class TargetConfig(StrictModel):
     """One database to keep recoverable."""
 
@@ -219,6 +298,8 @@ class TargetConfig(StrictModel):
     globals: bool = False
     retention: RetentionConfig = RetentionConfig()
     encryption: EncryptionConfig | None = None
+    health: HealthOverrides = HealthOverrides()
+    pings: PingsConfig = PingsConfig()
 
     @field_validator("dsn")
     @classmethod
@@ -281,6 +362,60 @@ class MetricsConfig(StrictModel):
         return int(self.listen.rpartition(":")[2])
 
 
+class SlackConfig(StrictModel):
+    webhook_url: SecretStr | None = None
+    webhook_url_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> SlackConfig:
+        if (self.webhook_url is None) == (self.webhook_url_file is None):
+            raise ValueError("set exactly one of 'webhook_url' or 'webhook_url_file'")
+        return self
+
+    def url(self) -> str:
+        value = _secret_from(self.webhook_url, self.webhook_url_file, "slack webhook_url")
+        assert value is not None
+        return value
+
+
+class WebhookConfig(StrictModel):
+    url: SecretStr | None = None
+    url_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> WebhookConfig:
+        if (self.url is None) == (self.url_file is None):
+            raise ValueError("set exactly one of 'url' or 'url_file'")
+        return self
+
+    def resolved_url(self) -> str:
+        value = _secret_from(self.url, self.url_file, "webhook url")
+        assert value is not None
+        return value
+
+
+class EmailConfig(StrictModel):
+    host: str
+    port: int = Field(default=587, gt=0, lt=65536)
+    tls: Literal["starttls", "tls", "none"] = "starttls"
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    sender: str
+    to: list[str] = Field(min_length=1)
+    timeout: Duration = timedelta(seconds=30)
+
+    def resolved_password(self) -> str | None:
+        return _secret_from(self.password, self.password_file, "email password")
+
+
+class AlertsConfig(StrictModel):
+    slack: SlackConfig | None = None
+    email: EmailConfig | None = None
+    webhook: WebhookConfig | None = None
+    retries: int = Field(default=3, ge=0, le=10)
+
+
 class Policy(BaseSettings):
     """The whole policy file."""
 
@@ -305,6 +440,20 @@ class Policy(BaseSettings):
     shutdown_grace: Duration = timedelta(seconds=60)
     misfire_grace_time: Duration = timedelta(hours=1)
     metrics: MetricsConfig = MetricsConfig()
+    health: HealthOverrides = HealthOverrides()
+    alerts: AlertsConfig = AlertsConfig()
+
+    def health_rules(self, target: str) -> HealthRules:
+        """Defaults, then the top-level ``health`` block, then the target's own overrides."""
+        values = HEALTH_DEFAULTS.model_dump()
+        for layer in (self.health, self.targets[target].health):
+            given = layer.model_dump(exclude_none=True)
+            if "every" in given:
+                values["cron"] = None
+            if "cron" in given:
+                values["every"] = None
+            values.update(given)
+        return HealthRules(**values)
 
     @classmethod
     def settings_customise_sources(

@@ -36,7 +36,7 @@ class CronScheduleTrigger(BaseTrigger):  # type: ignore[misc]
         return f"cron[{self.cron.expression}, {self.zone.key}]"
 
 
-JobKind = Literal["backup"]  # later issues add "health", "drill", "prune", "wal" here
+JobKind = Literal["backup", "health"]  # later: "drill", "verify", "wal"
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ class JobSpec:
 
     @property
     def id(self) -> str:
-        return f"{self.kind}:{self.target}:{self.tier}"
+        return f"{self.kind}:{self.target}:{self.tier}" if self.kind == "backup" else f"{self.kind}:{self.target}"
 
     def describe_trigger(self) -> str:
         if self.cron is not None:
@@ -78,7 +78,8 @@ class JobSpec:
 
 
 def job_specs(policy: Policy) -> list[JobSpec]:
-    """Every job the policy asks for, sorted by id. One backup job per target and schedule tier."""
+    """Every job the policy asks for, sorted by id: a backup job per target and schedule tier, a
+    health job per target."""
     specs = [
         JobSpec(
             kind="backup",
@@ -91,6 +92,9 @@ def job_specs(policy: Policy) -> list[JobSpec]:
         for target_name, target in policy.targets.items()
         for tier, schedule in target.schedules.items()
     ]
+    for target_name in policy.targets:
+        rules = policy.health_rules(target_name)
+        specs.append(JobSpec("health", target_name, "-", rules.cron, rules.every, policy.timezone))
     return sorted(specs, key=lambda spec: spec.id)
 
 

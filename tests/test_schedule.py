@@ -41,7 +41,12 @@ def test_one_backup_job_per_target_and_tier() -> None:
         timezone="Europe/Berlin",
     )
     specs = job_specs(policy)
-    assert [(s.id, s.cron, s.every, s.timezone) for s in specs] == [
+    assert [(s.id, s.cron, s.every) for s in specs if s.kind == "health"] == [
+        ("health:app", "0 */6 * * *", None),
+        ("health:crm", "0 */6 * * *", None),
+        ("health:idle", "0 */6 * * *", None),
+    ]
+    assert [(s.id, s.cron, s.every, s.timezone) for s in specs if s.kind == "backup"] == [
         ("backup:app:daily", "0 2 * * *", None, "Europe/Berlin"),
         ("backup:app:weekly", "0 3 * * 0", None, "Europe/Berlin"),
         ("backup:crm:fast", None, timedelta(seconds=10), "Europe/Berlin"),
@@ -124,7 +129,7 @@ def test_plan_command_output(tmp_path: Path, timezone: str, cron: str, at: str, 
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     plan = json.loads(result.stdout)
-    [job] = plan["jobs"]
+    [job] = [job for job in plan["jobs"] if job["kind"] == "backup"]
     assert job["job"] == "backup:app:daily"
     assert [(run["local"], run["utc"]) for run in job["next_runs"]] == expected
     assert job["catch_up"] == "no valid backup of this tier yet"

@@ -46,9 +46,9 @@ def cli(ctx: click.Context, policy_path: Path, log_level: str, log_format: str) 
 
 
 def _register() -> None:
-    from dbguardian.cli import backup, check_policy, demo, list_backups, plan, prune, restore, run
+    from dbguardian.cli import alert, backup, check, check_policy, demo, list_backups, plan, prune, restore, run
 
-    for module in (check_policy, backup, list_backups, restore, prune, run, plan, demo):
+    for module in (check_policy, backup, list_backups, restore, prune, check, alert, run, plan, demo):
         cli.add_command(module.command)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dbguardian.policy import LocalStorageConfig, StorageConfig
+from dbguardian.policy import LocalStorageConfig, S3StorageConfig, StorageConfig
 from dbguardian.storage.base import ObjectInfo, ObjectWriter, Storage
 from dbguardian.storage.local import LocalStorage
 
@@ -13,4 +13,8 @@ def open_storage(name: str, config: StorageConfig) -> Storage:
     """The backend for one ``storage.<name>`` entry of the policy."""
     if isinstance(config, LocalStorageConfig):
         return LocalStorage(name, config.path)
+    if isinstance(config, S3StorageConfig):
+        from dbguardian.storage.s3 import S3Storage  # imports aioboto3: only when a policy uses S3
+
+        return S3Storage(name, config)
     raise AssertionError(f"unhandled storage config {type(config).__name__}")
