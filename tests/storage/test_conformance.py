@@ -10,15 +10,22 @@ from pathlib import Path
 import pytest
 
 from dbguardian.errors import ObjectNotFound, StorageError
+from dbguardian.storage import open_storage
 from dbguardian.storage.base import Storage
 from dbguardian.storage.local import LocalStorage
 from dbguardian.storage.memory import MemoryStorage
+from tests.storage.conftest import S3Factory
 
 
-@pytest.fixture(params=["local", "memory"])
+@pytest.fixture(params=["local", "memory", "s3"])
 def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
     if request.param == "local":
         yield LocalStorage("local", tmp_path / "root")
+    elif request.param == "s3":
+        # Moto over real HTTP, a fresh bucket, keys under "pre/fix/" (see conftest.py); built the way
+        # the policy builds it.
+        make_s3: S3Factory = request.getfixturevalue("make_s3")
+        yield open_storage("s3", make_s3().config)
     else:
         yield MemoryStorage("memory")
 
