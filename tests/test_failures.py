@@ -54,18 +54,30 @@ def orders_locked(pg: Postgres, database: str) -> Iterator[TableLock]:
     lock.release()
 
 
-def pg_dump_processes() -> list[tuple[int, str]]:
+def pg_dump_processes(parent: int | None = None) -> list[tuple[int, str]]:
+    """pg_dump processes started by dbguardian (``--snapshot``), optionally only children of ``parent``."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
+            status = (entry / "status").read_text()
         except OSError:
+            continue
+        ppid = int(next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:")))
+        if parent is not None and ppid != parent:
             continue
         if argv and argv[0].endswith(b"pg_dump") and any(arg.startswith(b"--snapshot=") for arg in argv):
             found.append((int(entry.name), b" ".join(argv).decode()))
     return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return b"zombie" not in Path(f"/proc/{pid}/status").read_bytes()
+    except FileNotFoundError:
+        return False
 
 
 def start_backup(policy: Path) -> subprocess.Popen[str]:
@@ -91,7 +103,7 @@ def test_signal_mid_backup_kills_pg_dump_and_removes_temp_files(
     policy = make_policy(database)
     process = start_backup(policy)
     wait_for_blocked_dump(pg, database)
-    [(dump_pid, dump_argv)] = pg_dump_processes()
+    [(dump_pid, dump_argv)] = pg_dump_processes(parent=process.pid)
     assert pg.password not in dump_argv  # secrets travel in the environment, never in arguments
     assert any(".tmp-" in name for name in files_under(backup_dir(policy)))
 
@@ -100,7 +112,7 @@ def test_signal_mid_backup_kills_pg_dump_and_removes_temp_files(
     assert process.returncode == 1
     assert f"error: interrupted by {signum.name}" in stderr
     assert files_under(backup_dir(policy)) == []
-    assert not Path(f"/proc/{dump_pid}").exists() or b"zombie" in Path(f"/proc/{dump_pid}/status").read_bytes().lower()
+    assert not alive(dump_pid)
     assert pg.password not in stderr
     assert listed(policy) == []
 
@@ -111,6 +123,7 @@ def test_kill_9_leaves_nothing_listed_and_later_runs_clean_up(
     policy = make_policy(database, extra={"leftover_grace": "1s"})
     process = start_backup(policy)
     wait_for_blocked_dump(pg, database)
+    [(dump_pid, _)] = pg_dump_processes(parent=process.pid)
     process.kill()
     process.wait(timeout=10)
     leftovers = files_under(backup_dir(policy))
@@ -119,7 +132,7 @@ def test_kill_9_leaves_nothing_listed_and_later_runs_clean_up(
 
     orders_locked.release()  # the orphaned pg_dump now writes into a closed pipe and dies
     deadline = time.monotonic() + 20
-    while pg_dump_processes():
+    while alive(dump_pid):
         assert time.monotonic() < deadline, "orphaned pg_dump still running"
         time.sleep(0.1)
     time.sleep(1.1)  # past the grace period
