@@ -64,7 +64,7 @@ class Metrics:
         self.next_run = Gauge(
             "dbguardian_job_next_run_timestamp_seconds",
             "When each scheduled job runs next.",
-            ["job", "kind", "target", "tier"],
+            ["job_id", "kind", "target", "tier"],
             registry=registry,
         )
         self.missed_runs = Counter(

@@ -72,7 +72,7 @@ def test_backups_appear_on_schedule_and_metrics_show_them(
     assert daemon.metric("dbguardian_backup_runs_total", target="app", tier="fast", result="failure") is None
     last = daemon.metric("dbguardian_backup_last_success_timestamp_seconds", target="app", tier="fast")
     assert last is not None and abs(last - _timestamp(newest["started_at"])) < 30
-    next_run = daemon.metric("dbguardian_job_next_run_timestamp_seconds", job="backup:app:fast", kind="backup",
+    next_run = daemon.metric("dbguardian_job_next_run_timestamp_seconds", job_id="backup:app:fast", kind="backup",
                              target="app", tier="fast")  # fmt: skip
     assert next_run is not None and next_run > time.time() - 5
     assert daemon.metric("dbguardian_build_info", version=_version(), python=_python()) == 1
@@ -152,9 +152,8 @@ def test_sighup_swaps_table_when_valid_and_keeps_it_when_not(
     daemon.wait_ready()
 
     def jobs() -> set[str]:
-        return {
-            dict(labels)["job"] for (name, labels) in daemon.metrics() if name == "dbguardian_job_next_run_timestamp_seconds"
-        }
+        samples = daemon.metrics()
+        return {dict(labels)["job_id"] for (name, labels) in samples if name == "dbguardian_job_next_run_timestamp_seconds"}
 
     assert jobs() == {"backup:app:nightly", "health:app"}
 
