@@ -27,8 +27,10 @@ from dbguardian.errors import DbguardianError, OperationError, PolicyError
 from dbguardian.health import TargetFacts, Verdict
 from dbguardian.http import HttpServer, Response
 from dbguardian.jobs.backup import PartialBackup, run_backup
+from dbguardian.jobs.drill import run_drill
 from dbguardian.jobs.health import check_target
 from dbguardian.jobs.prune import prune_target
+from dbguardian.jobs.verify import verify
 from dbguardian.logs import get_logger
 from dbguardian.metrics import Metrics
 from dbguardian.notify import Notifier, watchdog_interval
@@ -273,6 +275,8 @@ class Daemon:
             return
         if spec.kind == "health":
             await self.run_health(spec.target)
+        elif spec.kind in ("drill", "verify"):
+            await self.run_check_job(spec)
         else:
             await self.run_job(spec, reason="schedule")
 
@@ -326,6 +330,51 @@ class Daemon:
         await self._ping(pings, "success" if result == "success" else "fail", spec.target)
         if result == "success":
             await self._prune(spec.target)
+
+    async def run_check_job(self, spec: JobSpec) -> None:
+        """A restore drill or a verify run: one per target at a time, never beside its backup."""
+        task = asyncio.current_task()
+        assert task is not None
+        self.running.add(task)
+        try:
+            async with self.target_locks.setdefault(spec.target, asyncio.Lock()), self.slots:
+                if self.stopping or spec.target not in self.policy.targets:
+                    return
+                self.metrics.running.labels(spec.kind).inc()
+                try:
+                    verdict = await (self._drill(spec.target) if spec.kind == "drill" else self._verify(spec.target))
+                finally:
+                    self.metrics.running.labels(spec.kind).dec()
+        finally:
+            self.running.discard(task)
+        try:
+            await self.alerter.process([verdict], self.clock(), self._renotify)
+        except Exception as error:  # alerting problems must not break the job loop
+            log.exception("alerting failed", error=repr(error))
+
+    async def _drill(self, target: str) -> Verdict:
+        report = await run_drill(self.policy, target)
+        self.metrics.drill_last_result.labels(target).set(1 if report.ok else 0)
+        if report.ok:
+            self.metrics.drill_last_success.labels(target).set(self.clock().timestamp())
+        for phase, seconds in report.timings.items():
+            self.metrics.drill_duration.labels(target, phase).set(seconds)
+        expected = "the latest restore drill passes every check"
+        if report.rto_target_seconds is not None:
+            expected += f" within {report.rto_target_seconds:g}s"
+        return Verdict(target, "drill", report.ok, report.summary(), expected)
+
+    async def _verify(self, target: str) -> Verdict:
+        config = self.policy.targets[target].verify
+        try:
+            results = await verify(self.policy, target, every=bool(config and config.all))
+        except DbguardianError as error:
+            self.metrics.verify_last_result.labels(target).set(0)
+            return Verdict(target, "verify", False, str(error), "stored objects match their manifests")
+        failed = [f"{r.storage}:{r.key}: {r.error}" for r in results if not r.ok]
+        self.metrics.verify_last_result.labels(target).set(0 if failed else 1)
+        observed = "; ".join(failed) or f"{len(results)} object(s) match their manifests"
+        return Verdict(target, "verify", not failed, observed, "stored objects match their manifests")
 
     async def _ping(self, pings: PingsConfig, event: str, target: str) -> None:
         if getattr(pings, event) is None and getattr(pings, f"{event}_file") is None:

@@ -36,6 +36,8 @@ RUNBOOK = {
     "database_unreachable": "The database refuses or drops connections: check the server, network and credentials.",
     "last_attempt_failed": "Read the error in the daemon log; fix it and run `dbguardian backup TARGET`.",
     "missed_run": "A scheduled backup did not run: is the daemon running and the scheduler alive (`/readyz`)?",
+    "drill": "Read the drill report (`dbguardian drill history`); restore the backup by hand to see what fails.",
+    "verify": "A stored object differs from its manifest: take a new backup and investigate the storage.",
     "policy_reload": "The policy file on disk is invalid; the daemon keeps the old one. Fix it (`dbguardian check-policy`).",
 }
 

@@ -119,6 +119,23 @@ class Metrics:
         self.pings = Counter(
             "dbguardian_pings_total", "Dead-man pings by event and result.", ["target", "event", "result"], registry=registry
         )
+        self.drill_last_success = Gauge(
+            "dbguardian_drill_last_success_timestamp_seconds", "When the last passing restore drill ran.", ["target"],
+            registry=registry,
+        )  # fmt: skip
+        self.drill_last_result = Gauge(
+            "dbguardian_drill_last_result", "1 if the last restore drill passed, 0 if not.", ["target"], registry=registry
+        )
+        self.drill_duration = Gauge(
+            "dbguardian_drill_duration_seconds",
+            "Phases of the last restore drill (fetch, restore, verify, total = measured recovery time).",
+            ["target", "phase"],
+            registry=registry,
+        )
+        self.verify_last_result = Gauge(
+            "dbguardian_verify_last_result", "1 if every object passed the last verify, 0 if not.", ["target"],
+            registry=registry,
+        )  # fmt: skip
         self.running = Gauge("dbguardian_jobs_running", "Jobs running now.", ["kind"], registry=registry)
         self.jobs = Gauge("dbguardian_jobs", "Jobs in the job table.", ["kind"], registry=registry)
 

@@ -286,6 +286,81 @@ class PingsConfig(StrictModel):
         return _secret_from(getattr(self, event), getattr(self, f"{event}_file"), f"pings.{event}")
 
 
+_EXPECT = re.compile(r"^\s*(?:(=|==|!=|<>|>=|<=|>|<)\s*(-?\d+(?:\.\d+)?)|(true|false|null|empty))\s*$", re.I)
+
+
+class DrillCheck(StrictModel):
+    """A user check run on the restored copy: ``sql`` returns one value, ``expect`` compares it."""
+
+    name: str = Field(min_length=1)
+    sql: str = Field(min_length=1)
+    expect: str
+
+    @field_validator("expect")
+    @classmethod
+    def _expect(cls, value: str) -> str:
+        if not _EXPECT.match(value):
+            raise ValueError(f"{value!r} is not a comparison like '>= 1', '= 0', 'true', 'false', 'null'")
+        return value
+
+
+class DrillConfig(StrictModel):
+    """Scheduled restore drills: restore a backup into a scratch database and check the data."""
+
+    enabled: bool = True
+    cron: Annotated[str, BeforeValidator(str.strip)] | None = None
+    every: Duration | None = None
+    mode: Literal["server", "local_cluster"] = "server"
+    dsn: str | None = None
+    password_file: Path | None = None
+    pick: Literal["newest", "random_recent"] = "newest"
+    recent: int = Field(default=5, ge=1)
+    jobs: int = Field(default=2, ge=1, le=64)
+    rto_target: Duration | None = None
+    amcheck: bool = False
+    identity_file: Path | None = None
+    checks: list[DrillCheck] = Field(default_factory=list)
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        return None if value is None else _validate_cron(value)
+
+    @field_validator("dsn")
+    @classmethod
+    def _dsn(cls, value: str | None) -> str | None:
+        return None if value is None else _validate_dsn(value)
+
+    @model_validator(mode="after")
+    def _one_trigger(self) -> DrillConfig:
+        if self.cron is not None and self.every is not None:
+            raise ValueError("set at most one of 'cron' or 'every'")
+        return self
+
+    @property
+    def effective_cron(self) -> str | None:
+        return None if self.every is not None else (self.cron or "0 6 2 * *")
+
+
+class VerifyConfig(StrictModel):
+    """Scheduled re-reads of stored objects (sha256 and size against the manifest)."""
+
+    cron: Annotated[str, BeforeValidator(str.strip)] | None = None
+    every: Duration | None = None
+    all: bool = False
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        return None if value is None else _validate_cron(value)
+
+    @model_validator(mode="after")
+    def _one_trigger(self) -> VerifyConfig:
+        if (self.cron is None) == (self.every is None):
+            raise ValueError("set exactly one of 'cron' or 'every'")
+        return self
+
+
 class TargetConfig(StrictModel):
     """One database to keep recoverable."""
 
@@ -300,6 +375,8 @@ class TargetConfig(StrictModel):
     encryption: EncryptionConfig | None = None
     health: HealthOverrides = HealthOverrides()
     pings: PingsConfig = PingsConfig()
+    drill: DrillConfig = DrillConfig()
+    verify: VerifyConfig | None = None
 
     @field_validator("dsn")
     @classmethod

@@ -159,7 +159,7 @@ async def validate(
             async for _ in stored_bytes(located.storage, item, progress if item is stored else None):
                 pass
     else:
-        pg_restore = await find_tool("pg_restore", _major(manifest.server_version), policy.pg_bin_dirs)
+        pg_restore = await find_tool("pg_restore", server_major_of(manifest.server_version), policy.pg_bin_dirs)
         async with Child([pg_restore.path, "--list"], stdin=True) as child:
             lines: list[str] = []
 
@@ -190,7 +190,7 @@ async def validate(
     return report
 
 
-def _major(server_version: str) -> int:
+def server_major_of(server_version: str) -> int:
     return int(server_version.split(".")[0].split()[0])
 
 
@@ -199,7 +199,7 @@ def staging_name(into: str) -> str:
     return into[: MAX_DB_NAME - len(suffix)] + suffix
 
 
-async def _admin_connection(info: ConnectionInfo) -> asyncpg.Connection:
+async def admin_connection(info: ConnectionInfo) -> asyncpg.Connection:
     """A connection for CREATE/RENAME/DROP DATABASE: the maintenance database, else the target's own."""
     from dbguardian.postgres import connect
 
@@ -213,7 +213,18 @@ async def _database_exists(admin: asyncpg.Connection, name: str) -> bool:
     return bool(await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name))
 
 
-async def _drop_database(admin: asyncpg.Connection, name: str) -> None:
+async def create_database_like(admin: asyncpg.Connection, name: str, manifest: Manifest) -> None:
+    """An empty database with the source's encoding and collation."""
+    try:
+        await admin.execute(
+            f"CREATE DATABASE {quote_ident(name)} TEMPLATE template0 ENCODING '{manifest.encoding}' "
+            f"LC_COLLATE '{manifest.lc_collate}' LC_CTYPE '{manifest.lc_ctype}'"
+        )
+    except asyncpg.PostgresError as error:
+        raise DatabaseError(f"cannot create database {name!r}: {error}") from None
+
+
+async def drop_database(admin: asyncpg.Connection, name: str) -> None:
     with contextlib.suppress(asyncpg.PostgresError):
         await admin.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
 
@@ -229,7 +240,7 @@ async def _pg_restore(
 ) -> str:
     manifest = located.record.manifest
     stored = manifest.objects["dump"]
-    pg_restore = await find_tool("pg_restore", _major(manifest.server_version), policy.pg_bin_dirs)
+    pg_restore = await find_tool("pg_restore", server_major_of(manifest.server_version), policy.pg_bin_dirs)
     base = [pg_restore.path, "--no-password", "--exit-on-error", f"--dbname={staging}"]
     if no_owner:
         base.append("--no-owner")
@@ -243,30 +254,46 @@ async def _pg_restore(
         progress.finish()
         return "stream"
     # Parallel pg_restore needs a seekable file: spool the verified archive to disk first.
+    async with spooled_archive(policy, located, identity, progress) as spool:
+        progress.finish()
+        async with Child([*base, f"--jobs={jobs}", str(spool)], env=env, stdout=False) as child:
+            await child.wait_checked()
+    return f"file, {jobs} jobs"
+
+
+@contextlib.asynccontextmanager
+async def spooled_archive(
+    policy: Policy, located: Located, identity: Path | None, progress: Progress | None = None
+) -> AsyncIterator[Path]:
+    """The backup's archive, checksum-verified, decrypted and decompressed into ``state_dir/tmp``;
+    removed on exit, whatever happens."""
+    manifest = located.record.manifest
     spool_dir = policy.state_dir / "tmp"
     spool_dir.mkdir(parents=True, exist_ok=True)
     fd, spool_name = tempfile.mkstemp(prefix=f"restore-{manifest.id}-", suffix=".pgc", dir=spool_dir)
     spool = Path(spool_name)
     try:
         with os.fdopen(fd, "wb") as handle:
-            async for chunk in read_verified(located.storage, manifest, stored, progress, identity):
+            async for chunk in read_verified(located.storage, manifest, manifest.objects["dump"], progress, identity):
                 await asyncio.to_thread(handle.write, chunk)
-        progress.finish()
-        async with Child([*base, f"--jobs={jobs}", str(spool)], env=env, stdout=False) as child:
-            await child.wait_checked()
+        yield spool
     finally:
         spool.unlink(missing_ok=True)
-    return f"file, {jobs} jobs"
+
+
+def compare_object_counts(expected: dict[str, int], actual: dict[str, int]) -> list[str]:
+    return [
+        f"{kind}: {actual.get(kind, 0)}, expected {count}"
+        for kind, count in expected.items()
+        if actual.get(kind, 0) != count
+    ]
 
 
 async def _verify_restored(info: ConnectionInfo, manifest: Manifest) -> tuple[int, int]:
     async with connected(info) as connection:
         actual = await count_rows(connection)
         kinds = await object_counts(connection)
-    problems = compare_counts(manifest.tables, actual)
-    for kind, expected in manifest.object_counts.items():
-        if kinds.get(kind, 0) != expected:
-            problems.append(f"{kind}: {kinds.get(kind, 0)}, expected {expected}")
+    problems = compare_counts(manifest.tables, actual) + compare_object_counts(manifest.object_counts, kinds)
     if problems:
         raise VerificationError("restored data differs from the manifest: " + "; ".join(problems))
     return len(actual), sum(count.rows for count in actual)
@@ -293,7 +320,7 @@ async def restore(
     if manifest.encryption is not None:
         identity = identity_file(identity)  # fail before touching any database
     info = connection_info(target)
-    admin = await _admin_connection(info)
+    admin = await admin_connection(info)
     try:
         exists = await _database_exists(admin, into)
         if exists and not force:
@@ -306,13 +333,7 @@ async def restore(
             safety_id = safety.id
             log.info("safety backup taken before replacing", database=into, id=safety_id)
         staging = staging_name(into)
-        try:
-            await admin.execute(
-                f"CREATE DATABASE {quote_ident(staging)} TEMPLATE template0 ENCODING '{manifest.encoding}' "
-                f"LC_COLLATE '{manifest.lc_collate}' LC_CTYPE '{manifest.lc_ctype}'"
-            )
-        except asyncpg.PostgresError as error:
-            raise DatabaseError(f"cannot create database {staging!r}: {error}") from None
+        await create_database_like(admin, staging, manifest)
         log.info(
             "restore started",
             target=target_name,
@@ -325,7 +346,7 @@ async def restore(
             tables, rows = await _verify_restored(info.with_database(staging), manifest)
             await _swap_into_place(admin, staging, into, exists)
         except BaseException:
-            await asyncio.shield(_drop_database(admin, staging))
+            await asyncio.shield(drop_database(admin, staging))
             raise
     finally:
         await asyncio.shield(admin.close())

@@ -36,7 +36,7 @@ class CronScheduleTrigger(BaseTrigger):  # type: ignore[misc]
         return f"cron[{self.cron.expression}, {self.zone.key}]"
 
 
-JobKind = Literal["backup", "health"]  # later: "drill", "verify", "wal"
+JobKind = Literal["backup", "health", "drill", "verify"]  # later: "wal"
 
 
 @dataclass(frozen=True)
@@ -78,8 +78,8 @@ class JobSpec:
 
 
 def job_specs(policy: Policy) -> list[JobSpec]:
-    """Every job the policy asks for, sorted by id: a backup job per target and schedule tier, a
-    health job per target."""
+    """Every job the policy asks for, sorted by id: a backup job per target and schedule tier; per
+    target a health job, a restore drill (unless disabled) and a verify job (if configured)."""
     specs = [
         JobSpec(
             kind="backup",
@@ -92,9 +92,15 @@ def job_specs(policy: Policy) -> list[JobSpec]:
         for target_name, target in policy.targets.items()
         for tier, schedule in target.schedules.items()
     ]
-    for target_name in policy.targets:
+    for target_name, target in policy.targets.items():
         rules = policy.health_rules(target_name)
         specs.append(JobSpec("health", target_name, "-", rules.cron, rules.every, policy.timezone))
+        if target.drill.enabled:
+            specs.append(
+                JobSpec("drill", target_name, "-", target.drill.effective_cron, target.drill.every, policy.timezone)
+            )
+        if target.verify is not None:
+            specs.append(JobSpec("verify", target_name, "-", target.verify.cron, target.verify.every, policy.timezone))
     return sorted(specs, key=lambda spec: spec.id)
 
 

@@ -82,7 +82,7 @@ def test_backups_appear_on_schedule_and_metrics_show_them(
 
     # The watchdog is fed from the event loop at half of WATCHDOG_USEC.
     daemon.wait_for("watchdog pings", lambda: notify.lines().count("WATCHDOG=1") >= 4, timeout=10)
-    assert any(line.startswith("STATUS=2 jobs; next: backup:app:fast at ") for line in notify.lines())
+    assert any(line.startswith("STATUS=3 jobs; next: backup:app:fast at ") for line in notify.lines())
 
     assert daemon.stop() == 0
     assert "STOPPING=1" in notify.lines()
@@ -155,13 +155,13 @@ def test_sighup_swaps_table_when_valid_and_keeps_it_when_not(
         samples = daemon.metrics()
         return {dict(labels)["job_id"] for (name, labels) in samples if name == "dbguardian_job_next_run_timestamp_seconds"}
 
-    assert jobs() == {"backup:app:nightly", "health:app"}
+    assert jobs() == {"backup:app:nightly", "health:app", "drill:app"}
 
     data = yaml.safe_load(policy.read_text())
     data["targets"]["app"]["schedules"] = {"fast": {"every": "1s", "keep": 2}}
     policy.write_text(yaml.safe_dump(data))
     daemon.process.send_signal(signal.SIGHUP)
-    daemon.wait_for("new job table", lambda: jobs() == {"backup:app:fast", "health:app"})
+    daemon.wait_for("new job table", lambda: jobs() == {"backup:app:fast", "health:app", "drill:app"})
     assert daemon.metric("dbguardian_policy_reloads_total", result="success") == 1
     assert "RELOADING=1" in notify.lines()
     daemon.wait_for("a backup from the new job", lambda: "fast" in tiers(policy))
@@ -177,7 +177,7 @@ def test_sighup_swaps_table_when_valid_and_keeps_it_when_not(
         "targets.app.schedules.broken.cron: expected 5 fields (minute hour day month weekday), got 4",
     ]
     assert daemon.metric("dbguardian_policy_last_reload_successful") == 0
-    assert jobs() == {"backup:app:fast", "health:app"}
+    assert jobs() == {"backup:app:fast", "health:app", "drill:app"}
 
     def successes() -> float:
         return daemon.metric("dbguardian_backup_runs_total", target="app", tier="fast", result="success") or 0

@@ -226,7 +226,7 @@ def test_stale_backup_alert_fires_in_a_real_prometheus(
         results[f"{title} {ref}"] = answer["data"]["result"]
     assert {sample["metric"]["target"] for sample in results["Newest backup age A"]} == {"app"}
     assert {s["metric"]["check"] for s in results["Health checks A"] if s["metric"]["target"] == "app"} >= {"stale"}
-    assert {s["metric"]["job_id"] for s in results["Next runs A"]} == {"backup:app:daily", "health:app"}
+    assert {s["metric"]["job_id"] for s in results["Next runs A"]} == {"backup:app:daily", "health:app", "drill:app"}
     assert float(results["Failing health checks A"][0]["value"][1]) >= 1
     # ...and the variables offer the target and its tiers.
     for name, expected in {"target": "app", "tier": "daily"}.items():

@@ -46,9 +46,23 @@ def cli(ctx: click.Context, policy_path: Path, log_level: str, log_format: str) 
 
 
 def _register() -> None:
-    from dbguardian.cli import alert, backup, check, check_policy, demo, list_backups, plan, prune, restore, run
+    from dbguardian.cli import (
+        alert,
+        backup,
+        check,
+        check_policy,
+        demo,
+        drill,
+        list_backups,
+        plan,
+        prune,
+        restore,
+        run,
+        verify,
+    )
 
-    for module in (check_policy, backup, list_backups, restore, prune, check, alert, run, plan, demo):
+    modules = (check_policy, backup, list_backups, restore, verify, drill, prune, check, alert, run, plan, demo)
+    for module in modules:
         cli.add_command(module.command)
 
 

@@ -1,0 +1,278 @@
+"""Restore drills: restore a backup into a scratch database, check the data, measure recovery time.
+
+The scratch database (or throw-away cluster) is always removed: after success, failure and
+cancellation alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import secrets
+import shutil
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from dbguardian.catalog import SAFETY_TIER, Manifest, list_backups
+from dbguardian.dbfacts import compare_counts, count_rows, object_counts
+from dbguardian.devcluster import DevCluster, find_server_bin, short_tempdir
+from dbguardian.drill import judge, pick_backup, scratch_name
+from dbguardian.errors import BackupNotFound, DbguardianError
+from dbguardian.jobs.backup import target_config, target_storages
+from dbguardian.logs import get_logger
+from dbguardian.pipeline.process import Child
+from dbguardian.policy import DrillConfig, Policy, TargetConfig
+from dbguardian.postgres import ConnectionInfo, connected, connection_info, find_tool
+from dbguardian.restore import (
+    Located,
+    admin_connection,
+    compare_object_counts,
+    create_database_like,
+    drop_database,
+    server_major_of,
+    spooled_archive,
+)
+
+log = get_logger("dbguardian.drill")
+
+
+@dataclass
+class CheckResult:
+    name: str
+    ok: bool
+    observed: str
+    expected: str
+
+
+@dataclass
+class DrillReport:
+    target: str
+    backup_id: str | None
+    storage: str | None
+    mode: str
+    database: str | None
+    started_at: str
+    ok: bool = False
+    error: str | None = None
+    checks: list[CheckResult] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    rto_target_seconds: float | None = None
+    rto_ok: bool | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        if self.error:
+            return f"drill of {self.target} failed: {self.error}"
+        failing = [c for c in self.checks if not c.ok]
+        if failing:
+            return f"drill of {self.target} failed checks: " + "; ".join(f"{c.name}: {c.observed}" for c in failing)
+        if self.rto_ok is False:
+            took = self.timings["total"]
+            return f"drill of {self.target}: recovery took {took:.1f}s, over the target {self.rto_target_seconds:g}s"
+        return f"drill of {self.target} passed in {self.timings.get('total', 0):.1f}s"
+
+
+def _drill_connection(target: TargetConfig, config: DrillConfig) -> ConnectionInfo:
+    if config.dsn is None:
+        return connection_info(target)
+    drill_target = target.model_copy(update={"dsn": config.dsn, "password_file": config.password_file, "password": None})
+    return connection_info(drill_target)
+
+
+@contextlib.asynccontextmanager
+async def drill_server(target: TargetConfig, config: DrillConfig, manifest: Manifest) -> AsyncIterator[ConnectionInfo]:
+    """Where the drill restores: the target's (or drill.dsn's) server, or a throw-away local cluster."""
+    if config.mode == "server":
+        yield _drill_connection(target, config)
+        return
+    cluster = DevCluster(short_tempdir("dbg-drill-"), bin_dir=find_server_bin(server_major_of(manifest.server_version)))
+    try:
+        await asyncio.to_thread(cluster.start)
+        yield ConnectionInfo(
+            dsn=f"postgresql://postgres@/postgres?host={cluster.socket_dir}&port={cluster.port}",
+            password=None,
+            database="postgres",
+        )
+    finally:
+        await asyncio.shield(asyncio.to_thread(_remove_cluster, cluster))
+
+
+def _remove_cluster(cluster: DevCluster) -> None:
+    cluster.stop()
+    # Only ever the directory drill_server created (short_tempdir("dbg-drill-")), nothing around it.
+    if cluster.base.name.startswith("dbg-drill-"):
+        shutil.rmtree(cluster.base, ignore_errors=True)
+
+
+async def _user_checks(connection: asyncpg.Connection, config: DrillConfig) -> list[CheckResult]:
+    results = []
+    for check in config.checks:
+        try:
+            value = await connection.fetchval(check.sql)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            results.append(CheckResult(f"check: {check.name}", False, f"query failed: {error}", check.expect))
+            continue
+        observed = "no value (NULL or no row)" if value is None else f"returned {value!r}"
+        results.append(CheckResult(f"check: {check.name}", judge(value, check.expect), observed, check.expect))
+    return results
+
+
+async def _amcheck(connection: asyncpg.Connection) -> CheckResult:
+    try:
+        await connection.execute("CREATE EXTENSION IF NOT EXISTS amcheck")
+        indexes = await connection.fetch(
+            """SELECT c.oid, n.nspname || '.' || c.relname AS name
+               FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+               JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_am a ON a.oid = c.relam
+               WHERE a.amname = 'btree' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+                 AND n.nspname NOT LIKE 'pg\\_toast%'"""
+        )
+        for index in indexes:
+            await connection.execute("SELECT bt_index_check($1::oid::regclass, true)", index["oid"])
+    except (asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+        return CheckResult("amcheck", False, f"{error}", "every B-tree index passes bt_index_check")
+    return CheckResult("amcheck", True, f"{len(indexes)} B-tree indexes checked", "every B-tree index passes bt_index_check")
+
+
+async def _verify(info: ConnectionInfo, manifest: Manifest, config: DrillConfig) -> list[CheckResult]:
+    async with connected(info) as connection:
+        actual = await count_rows(connection)
+        kinds = await object_counts(connection)
+        count_problems = compare_counts(manifest.tables, actual)
+        results = [
+            CheckResult(
+                "row counts",
+                not count_problems,
+                "; ".join(count_problems) or f"{len(actual)} tables, {sum(c.rows for c in actual)} rows as at dump time",
+                "every table's row count equals the manifest's",
+            )
+        ]
+        kind_problems = compare_object_counts(manifest.object_counts, kinds)
+        results.append(
+            CheckResult(
+                "object counts",
+                not kind_problems,
+                "; ".join(kind_problems) or ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())),
+                "tables, sequences, indexes, views and functions as in the manifest",
+            )
+        )
+        results += await _user_checks(connection, config)
+        if config.amcheck:
+            results.append(await _amcheck(connection))
+    return results
+
+
+async def run_drill(
+    policy: Policy, target_name: str, backup_id: str | None = None, *, rng: random.Random | None = None
+) -> DrillReport:
+    target = target_config(policy, target_name)
+    config = target.drill
+    report = DrillReport(target_name, None, None, config.mode, None, datetime.now(UTC).isoformat())
+    report.rto_target_seconds = config.rto_target.total_seconds() if config.rto_target else None
+    started = time.monotonic()
+    try:
+        await _drill(policy, target_name, target, config, backup_id, rng or random.Random(), report)
+    except DbguardianError as error:
+        report.error = str(error)
+    except asyncio.CancelledError:
+        report.error = "cancelled"
+        _finish(policy, report, started)
+        raise
+    _finish(policy, report, started)
+    log.info("drill finished", target=target_name, ok=report.ok, summary=report.summary(), timings=report.timings)
+    return report
+
+
+async def _drill(
+    policy: Policy,
+    target_name: str,
+    target: TargetConfig,
+    config: DrillConfig,
+    backup_id: str | None,
+    rng: random.Random,
+    report: DrillReport,
+) -> None:
+    storages = target_storages(policy, target)
+    records = [r for r in await list_backups(storages, target_name) if r.manifest.tier != SAFETY_TIER]
+    if backup_id is not None:
+        records = [r for r in records if r.id == backup_id]
+        if not records:
+            raise BackupNotFound(f"target {target_name!r} has no valid backup {backup_id!r}")
+    if not records:
+        raise BackupNotFound(f"target {target_name!r} has no valid backup to drill")
+    record = pick_backup(records, config.pick if backup_id is None else "newest", config.recent, rng)
+    storage = next(s for s in storages if s.name in record.storages)
+    located = Located(record, storage)
+    manifest = record.manifest
+    report.backup_id, report.storage = record.id, storage.name
+    identity = config.identity_file if manifest.encryption is not None else None
+    async with drill_server(target, config, manifest) as server:
+        scratch = scratch_name(target_name, secrets.token_hex(4))
+        report.database = scratch
+        admin = await admin_connection(server)
+        try:
+            await create_database_like(admin, scratch, manifest)
+            try:
+                phase = time.monotonic()
+                async with spooled_archive(policy, located, identity) as spool:
+                    report.timings["fetch"] = round(time.monotonic() - phase, 3)
+                    phase = time.monotonic()
+                    pg_restore = await find_tool("pg_restore", server_major_of(manifest.server_version), policy.pg_bin_dirs)
+                    argv = [pg_restore.path, "--no-password", "--exit-on-error", "--no-owner", "--no-privileges",
+                            f"--jobs={config.jobs}", f"--dbname={scratch}", str(spool)]  # fmt: skip
+                    async with Child(argv, env=server.with_database(scratch).libpq_env(), stdout=False) as child:
+                        await child.wait_checked()
+                    report.timings["restore"] = round(time.monotonic() - phase, 3)
+                phase = time.monotonic()
+                report.checks = await _verify(server.with_database(scratch), manifest, config)
+                report.timings["verify"] = round(time.monotonic() - phase, 3)
+            finally:
+                await asyncio.shield(drop_database(admin, scratch))
+        finally:
+            await asyncio.shield(admin.close())
+
+
+def _finish(policy: Policy, report: DrillReport, started: float) -> None:
+    # The recovery time is what a real restore would take: fetch + restore + verify, not the set-up.
+    report.timings["total"] = round(sum(report.timings.get(p, 0.0) for p in ("fetch", "restore", "verify")), 3)
+    report.timings["elapsed"] = round(time.monotonic() - started, 3)
+    if report.rto_target_seconds is not None and report.error is None:
+        report.rto_ok = report.timings["total"] <= report.rto_target_seconds
+    report.ok = report.error is None and bool(report.checks) and all(c.ok for c in report.checks)
+    report.ok = report.ok and report.rto_ok is not False
+    record_history(policy, report)
+
+
+def history_path(policy: Policy) -> Path:
+    return policy.state_dir / "drills" / "history.jsonl"
+
+
+def record_history(policy: Policy, report: DrillReport) -> None:
+    path = history_path(policy)
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as handle:
+            handle.write(json.dumps(report.to_json()) + "\n")
+
+
+def read_history(policy: Policy, target: str | None = None) -> list[dict[str, Any]]:
+    path = history_path(policy)
+    if not path.exists():
+        return []
+    entries = []
+    for line in path.read_text().splitlines():
+        with contextlib.suppress(json.JSONDecodeError):
+            entry = json.loads(line)
+            if target is None or entry.get("target") == target:
+                entries.append(entry)
+    return entries

@@ -1,0 +1,55 @@
+"""Verify: re-read stored objects and compare size and sha256 with the manifest, without restoring."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dbguardian.catalog import list_backups
+from dbguardian.errors import DbguardianError, UsageError
+from dbguardian.jobs.backup import target_config, target_storages
+from dbguardian.logs import get_logger
+from dbguardian.policy import Policy
+from dbguardian.restore import stored_bytes
+
+log = get_logger("dbguardian.verify")
+
+
+@dataclass(frozen=True)
+class ObjectCheck:
+    backup_id: str
+    storage: str
+    key: str
+    size_bytes: int
+    ok: bool
+    error: str | None
+
+
+async def verify(policy: Policy, target_name: str, reference: str = "latest", *, every: bool = False) -> list[ObjectCheck]:
+    """Check the chosen backup (``latest``, an id) or ``every`` backup of the target, on every storage holding it."""
+    target = target_config(policy, target_name)
+    results: list[ObjectCheck] = []
+    found_any = False
+    for storage in target_storages(policy, target):
+        try:
+            records = await list_backups([storage], target_name)
+        except DbguardianError as error:
+            results.append(ObjectCheck("-", storage.name, "-", 0, False, f"cannot list: {error}"))
+            continue
+        if not every:
+            regular = [r for r in records if r.manifest.tier != "safety"]
+            records = [r for r in records if r.id == reference] if reference != "latest" else regular[:1]
+        for record in records:
+            found_any = True
+            for stored in record.manifest.objects.values():
+                try:
+                    async for _ in stored_bytes(storage, stored):
+                        pass
+                except DbguardianError as error:
+                    results.append(ObjectCheck(record.id, storage.name, stored.key, stored.size_bytes, False, str(error)))
+                    log.error("verify failed", storage=storage.name, key=stored.key, error=str(error))
+                else:
+                    results.append(ObjectCheck(record.id, storage.name, stored.key, stored.size_bytes, True, None))
+    if not found_any and not any(not r.ok for r in results):
+        what = "backups" if every else f"backup {reference!r}"
+        raise UsageError(f"target {target_name!r} has no {what} to verify")
+    return results
