@@ -5,6 +5,7 @@ Exit codes: 0 ok, 1 the operation failed, 2 bad usage or bad policy.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -16,8 +17,36 @@ from dbguardian.cli.common import fail
 from dbguardian.errors import DbguardianError
 from dbguardian.policy import DEFAULT_POLICY_PATH
 
+# Command name -> module (each defines ``command``). Loaded on first use, so `dbguardian backup`
+# does not pay for importing the daemon, the alert channels or the S3 client.
+COMMANDS = {
+    "check-policy": "check_policy",
+    "backup": "backup",
+    "list": "list_backups",
+    "restore": "restore",
+    "verify": "verify",
+    "drill": "drill",
+    "prune": "prune",
+    "check": "check",
+    "alert": "alert",
+    "run": "run",
+    "plan": "plan",
+    "demo": "demo",
+}
+
 
 class _Group(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module_name = COMMANDS.get(cmd_name)
+        if module_name is None:
+            return None
+        module = importlib.import_module(f"dbguardian.cli.{module_name}")
+        command: click.Command = module.command
+        return command
+
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
@@ -43,30 +72,6 @@ def cli(ctx: click.Context, policy_path: Path, log_level: str, log_format: str) 
     """dbguardian keeps PostgreSQL databases recoverable."""
     logs.configure(log_level, json=None if log_format == "auto" else log_format == "json")
     ctx.obj = {"policy_path": policy_path}
-
-
-def _register() -> None:
-    from dbguardian.cli import (
-        alert,
-        backup,
-        check,
-        check_policy,
-        demo,
-        drill,
-        list_backups,
-        plan,
-        prune,
-        restore,
-        run,
-        verify,
-    )
-
-    modules = (check_policy, backup, list_backups, restore, verify, drill, prune, check, alert, run, plan, demo)
-    for module in modules:
-        cli.add_command(module.command)
-
-
-_register()
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import threading
 from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
 
@@ -20,7 +21,8 @@ from dbguardian.logs import get_logger, redact_text
 
 log = get_logger("dbguardian.process")
 
-PIPE_LIMIT = 4 * 1024 * 1024
+PIPE_LIMIT = 1024 * 1024
+QUEUE_CHUNKS = 4
 ERROR_MARKERS = ("error:", "fatal:", "panic:", "could not", "failed")
 
 
@@ -43,6 +45,7 @@ class Child:
         self._want_stdout = stdout
         self._stdout_path = stdout_path
         self._process: asyncio.subprocess.Process | None = None
+        self._stdout_fd: int | None = None
         self._stderr_task: asyncio.Task[None] | None = None
         self.error_lines: list[str] = []
         self.stderr_lines: list[str] = []
@@ -54,7 +57,10 @@ class Child:
         return self._process
 
     async def __aenter__(self) -> Child:
-        stdout: int | None = asyncio.subprocess.PIPE if self._want_stdout else asyncio.subprocess.DEVNULL
+        # stdout is a plain pipe read by a thread (see stdout_chunks), not an asyncio stream.
+        stdout: int = asyncio.subprocess.DEVNULL
+        if self._want_stdout:
+            self._stdout_fd, stdout = os.pipe()
         try:
             self._process = await asyncio.create_subprocess_exec(
                 *self.argv,
@@ -67,7 +73,11 @@ class Child:
                 start_new_session=True,
             )
         except OSError as error:
+            self._close_stdout()
             raise ToolError(f"cannot start {self.name}: {error.strerror}") from None
+        finally:
+            if self._want_stdout:
+                os.close(stdout)  # the child holds the write end now
         log.debug("started", program=self.name, pid=self._process.pid, argv=self.argv)
         self._stderr_task = asyncio.create_task(self._pump_stderr())
         return self
@@ -82,6 +92,13 @@ class Child:
         if self._stderr_task is not None:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(self._stderr_task), timeout=5)
+        self._close_stdout()
+
+    def _close_stdout(self) -> None:
+        if self._stdout_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._stdout_fd)
+            self._stdout_fd = None
 
     def kill(self) -> None:
         if self._process is None or self._process.returncode is not None:
@@ -104,12 +121,57 @@ class Child:
                 log.info("program stderr", program=self.name, line=line)
 
     async def stdout_chunks(self, size: int = 1024 * 1024) -> AsyncIterator[bytes]:
-        assert self.process.stdout is not None
-        while True:
-            chunk = await self.process.stdout.read(size)
-            if not chunk:
-                return
-            yield chunk
+        """The program's output in chunks of ``size`` bytes (the last one shorter).
+
+        A thread does the blocking reads: pg_dump writes 8 kB at a time, and waking the event loop
+        for each of them costs more than the rest of the pipeline. Whole chunks come through a
+        queue of at most ``QUEUE_CHUNKS``, so a slow consumer blocks the program (backpressure).
+        """
+        assert self._stdout_fd is not None
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(maxsize=QUEUE_CHUNKS)
+        stop = threading.Event()
+        fd = self._stdout_fd
+
+        def deliver(item: bytes | BaseException | None) -> None:
+            while not stop.is_set():
+                future = asyncio.run_coroutine_threadsafe(queue.put(item), loop)
+                with contextlib.suppress(TimeoutError):
+                    future.result(timeout=0.5)
+                    return
+                future.cancel()
+
+        def reader() -> None:
+            buffer = bytearray()
+            try:
+                while not stop.is_set():
+                    data = os.read(fd, size - len(buffer))
+                    if not data:
+                        break
+                    buffer += data
+                    if len(buffer) >= size:
+                        deliver(bytes(buffer))
+                        buffer.clear()
+                if buffer:
+                    deliver(bytes(buffer))
+                deliver(None)
+            except OSError as error:
+                deliver(error)
+
+        thread = threading.Thread(target=reader, name=f"{self.name}-stdout", daemon=True)
+        thread.start()
+        try:
+            while True:
+                item = await queue.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise ToolError(f"reading the output of {self.name} failed: {item}")
+                yield item
+        finally:
+            stop.set()
+            while not queue.empty():  # unblock a reader waiting to put
+                queue.get_nowait()
 
     async def write(self, chunk: bytes) -> bool:
         """Feed stdin; False once the program closed its input (it stopped reading)."""
