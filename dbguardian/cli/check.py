@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 import click
 
 from dbguardian.cli.common import policy_from, run_async
-from dbguardian.errors import UsageError
 from dbguardian.health import Verdict
+from dbguardian.jobs.backup import target_config
 from dbguardian.jobs.health import check_target
 
 
@@ -18,8 +18,8 @@ from dbguardian.jobs.health import check_target
 def command(ctx: click.Context, target: str | None, as_json: bool) -> None:
     """Run the health checks once (exit 0 healthy, 1 not); for cron, Nagios and humans."""
     policy = policy_from(ctx)
-    if target is not None and target not in policy.targets:
-        raise UsageError(f"unknown target {target!r} (policy defines: {', '.join(sorted(policy.targets))})")
+    if target is not None:
+        target_config(policy, target)  # unknown target: a usage error naming the defined ones
     names = [target] if target else sorted(policy.targets)
     now = datetime.now(UTC)
 

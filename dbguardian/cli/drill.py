@@ -5,7 +5,8 @@ import json
 import click
 
 from dbguardian.cli.common import policy_from, run_async
-from dbguardian.errors import OperationError, UsageError
+from dbguardian.errors import OperationError
+from dbguardian.jobs.backup import target_config
 from dbguardian.jobs.drill import read_history, run_drill
 
 
@@ -29,8 +30,7 @@ def command(ctx: click.Context, target: str, backup_id: str | None, as_json: boo
                 f"total {entry['timings'].get('total', 0):.1f}s  {entry.get('error') or ''}"
             )
         return
-    if target not in policy.targets:
-        raise UsageError(f"unknown target {target!r} (policy defines: {', '.join(sorted(policy.targets))})")
+    target_config(policy, target)  # unknown target: a usage error naming the defined ones
     report = run_async(lambda: run_drill(policy, target, backup_id))
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))

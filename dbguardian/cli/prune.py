@@ -5,7 +5,8 @@ import json
 import click
 
 from dbguardian.cli.common import policy_from, run_async
-from dbguardian.errors import OperationError, UsageError
+from dbguardian.errors import OperationError
+from dbguardian.jobs.backup import target_config
 from dbguardian.jobs.prune import prune
 
 
@@ -17,8 +18,8 @@ from dbguardian.jobs.prune import prune
 def command(ctx: click.Context, target: str | None, dry_run: bool, as_json: bool) -> None:
     """Apply retention (per tier keep, max_age, min_keep, per storage) and remove leftovers of failed runs."""
     policy = policy_from(ctx)
-    if target is not None and target not in policy.targets:
-        raise UsageError(f"unknown target {target!r} (policy defines: {', '.join(sorted(policy.targets))})")
+    if target is not None:
+        target_config(policy, target)  # unknown target: a usage error naming the defined ones
     result = run_async(lambda: prune(policy, target, dry_run=dry_run))
     if as_json:
         click.echo(
