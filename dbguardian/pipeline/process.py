@@ -129,17 +129,17 @@ class Child:
         """
         assert self._stdout_fd is not None
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(maxsize=QUEUE_CHUNKS)
+        queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue()
+        slots = threading.Semaphore(QUEUE_CHUNKS)  # chunks read but not yet taken: the memory bound
         stop = threading.Event()
         fd = self._stdout_fd
 
-        def deliver(item: bytes | BaseException | None) -> None:
-            while not stop.is_set():
-                future = asyncio.run_coroutine_threadsafe(queue.put(item), loop)
-                with contextlib.suppress(TimeoutError):
-                    future.result(timeout=0.5)
-                    return
-                future.cancel()
+        def deliver(item: bytes | BaseException | None) -> bool:
+            while not slots.acquire(timeout=0.2):
+                if stop.is_set():
+                    return False
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+            return True
 
         def reader() -> None:
             buffer = bytearray()
@@ -150,10 +150,11 @@ class Child:
                         break
                     buffer += data
                     if len(buffer) >= size:
-                        deliver(bytes(buffer))
+                        if not deliver(bytes(buffer)):
+                            return
                         buffer.clear()
-                if buffer:
-                    deliver(bytes(buffer))
+                if buffer and not deliver(bytes(buffer)):
+                    return
                 deliver(None)
             except OSError as error:
                 deliver(error)
@@ -163,6 +164,7 @@ class Child:
         try:
             while True:
                 item = await queue.get()
+                slots.release()
                 if item is None:
                     return
                 if isinstance(item, BaseException):
@@ -170,8 +172,6 @@ class Child:
                 yield item
         finally:
             stop.set()
-            while not queue.empty():  # unblock a reader waiting to put
-                queue.get_nowait()
 
     async def write(self, chunk: bytes) -> bool:
         """Feed stdin; False once the program closed its input (it stopped reading)."""
