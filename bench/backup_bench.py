@@ -44,6 +44,8 @@ MB = 1024 * 1024
 TIME_FORMAT = "%e %M %U %S"
 TIME_TARGET = 1.10  # dbguardian / zstd pipeline, from the issue
 RSS_TARGET_MB = 100.0
+IDLE_CPU = 0.15  # CPU-seconds per second below which the machine counts as idle (--wait-idle)
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 DBGUARDIAN = "dbguardian-zstd3"
 ZSTD_PIPE = "pgdump-Z0-zstd3"
@@ -119,26 +121,26 @@ class Cluster:
             return f"postgresql://postgres@/{DB}?host={self.sock}&port={self.port}"
         return f"postgresql://postgres@127.0.0.1:{self.port}/{DB}"
 
-    def psql(self, sql: str) -> str:
-        out = run(
-            [self.tool("psql"), "-AtqX", "-v", "ON_ERROR_STOP=1", "-c", sql], env=self.env(), capture=True
-        )
+    def psql(self, sql: str, **variables: int) -> str:
+        """Run ``sql`` (a script on stdin, so ``:name`` psql variables are interpolated)."""
+        argv = [self.tool("psql"), "-AtqX", "-v", "ON_ERROR_STOP=1"]
+        for name, value in variables.items():
+            argv += ["-v", f"{name}={value}"]
+        out = subprocess.run(argv, env=self.env(), input=sql, text=True, capture_output=True, check=False)
+        if out.returncode != 0:
+            raise RuntimeError(f"psql failed: {out.stderr.strip()}")
         return out.stdout.strip()
 
     def running(self) -> bool:
         if not (self.data / "postmaster.pid").exists():
             return False
-        status = run(
-            self.as_owner([self.tool("pg_ctl"), "-D", str(self.data), "status"]), capture=True, check=False
-        )
+        status = run(self.as_owner([self.tool("pg_ctl"), "-D", str(self.data), "status"]), capture=True, check=False)
         return status.returncode == 0
 
     def pg_ctl(self, *args: str) -> None:
         log_file = self.workdir / "pg" / "server.log"
         run(
-            self.as_owner(
-                [self.tool("pg_ctl"), "-D", str(self.data), "-l", str(log_file), "-w", "-t", "120", *args]
-            ),
+            self.as_owner([self.tool("pg_ctl"), "-D", str(self.data), "-l", str(log_file), "-w", "-t", "120", *args]),
             capture=True,
         )
 
@@ -151,9 +153,7 @@ class Cluster:
         self.stop()
         if self.workdir.exists():
             if not (self.workdir / MARKER).exists():
-                raise SystemExit(
-                    f"refusing to delete {self.workdir}: not created by this script (no {MARKER})"
-                )
+                raise SystemExit(f"refusing to delete {self.workdir}: not created by this script (no {MARKER})")
             shutil.rmtree(self.workdir)
             log(f"removed {self.workdir}")
 
@@ -233,10 +233,11 @@ def setup_cluster(cluster: Cluster, scale: int, random_mb: int) -> None:
         # Same statement as anchors.sh: 8 x md5 = 256 random hex chars per row; "g % 1" correlates the
         # subquery so that it is evaluated for every row.
         cluster.psql(
-            "CREATE TABLE random_blob(id int primary key, payload text);"  # noqa: S608 (random_mb is an int)
-            " INSERT INTO random_blob SELECT g, (SELECT string_agg(md5(random()::text), '')"
+            "CREATE TABLE random_blob(id int primary key, payload text);\n"
+            "INSERT INTO random_blob SELECT g, (SELECT string_agg(md5(random()::text), '')"
             " FROM generate_series(1, 8 + g % 1))"
-            f" FROM generate_series(1, {random_mb} * 1024 * 1024 / 256) g;"
+            " FROM generate_series(1, :random_mb * 1024 * 1024 / 256) g;\n",
+            random_mb=random_mb,
         )
     cluster.psql("VACUUM ANALYZE")
     cluster.psql("CHECKPOINT")
@@ -265,6 +266,8 @@ class Sample:
     maxrss_kb: int
     cpu_seconds: float
     size_bytes: int
+    server_cpu_seconds: float  # CPU used by the cluster's processes (backends) during the run
+    other_cpu_seconds: float  # CPU used by everything else on the machine during the run (noise)
     inner_seconds: float | None = None  # dbguardian's own duration_seconds from its manifest
 
 
@@ -300,9 +303,7 @@ def check_dbguardian(storage: Path) -> None:
     manifest = json.loads((backup / "manifest.json").read_text())
     dump = backup / "dump.pgc.zst"
     if manifest["size_bytes"] != dump.stat().st_size:
-        raise RuntimeError(
-            f"{dump}: size {dump.stat().st_size} != manifest size_bytes {manifest['size_bytes']}"
-        )
+        raise RuntimeError(f"{dump}: size {dump.stat().st_size} != manifest size_bytes {manifest['size_bytes']}")
     check_zstd(dump)
 
 
@@ -352,11 +353,21 @@ def build_variants(args: argparse.Namespace, cluster: Cluster, jobs: int) -> lis
     for spec in args.alt:
         label, _, pythonpath = spec.partition("=")
         python = args.dbguardian.parent / "python"
+        env = {**clean_env, "PYTHONPATH": pythonpath}
+        # -P: do not put the current directory first on sys.path (from a checkout, "python -m dbguardian"
+        # would import ./dbguardian instead of the PYTHONPATH copy).
+        check_import(python, env, Path(pythonpath))
+        variants.append(dbguardian(f"{DBGUARDIAN}-{label}", [str(python), "-P", "-m", "dbguardian"], env))
+    for spec in args.extra:
+        label, _, command = spec.partition("=")
+        scratch = out / label
         variants.append(
-            dbguardian(
-                f"{DBGUARDIAN}-{label}",
-                [str(python), "-m", "dbguardian"],
-                {**clean_env, "PYTHONPATH": pythonpath},
+            Variant(
+                name=label,
+                argv=["bash", "-o", "pipefail", "-c", command],
+                env={**pg_env, "BENCH_OUT": str(scratch)},
+                output=scratch,
+                check=lambda _path: None,
             )
         )
     zst = out / "dump.fc.zst"
@@ -388,6 +399,16 @@ def build_variants(args: argparse.Namespace, cluster: Cluster, jobs: int) -> lis
     return [v for v in variants if re.search(args.only, v.name)]
 
 
+def check_import(python: Path, env: dict[str, str], expected: Path) -> None:
+    """Make sure an --alt variant really runs the copy under ``expected``."""
+    where = run(
+        [str(python), "-P", "-c", "import dbguardian; print(dbguardian.__file__)"], env=env, capture=True
+    ).stdout.strip()
+    if not Path(where).resolve().is_relative_to(expected.resolve()):
+        raise SystemExit(f"--alt: PYTHONPATH={expected} imports dbguardian from {where}")
+    log(f"--alt variant imports {where}")
+
+
 def remove_output(path: Path) -> None:
     if path.is_dir():
         shutil.rmtree(path)
@@ -395,40 +416,92 @@ def remove_output(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def run_variant(variant: Variant, run_no: int, workdir: Path) -> Sample:
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine has been busy since boot (all CPUs, from /proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
+def cluster_cpu_seconds(cluster: Cluster) -> float:
+    """CPU seconds of the postmaster, its live children and its reaped children (exited backends)."""
+    postmaster = int((cluster.data / "postmaster.pid").read_text().split()[0])
+    ticks = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry.name) == postmaster:
+            ticks += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+        elif int(fields[1]) == postmaster:
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / CLK_TCK
+
+
+def wait_for_idle(max_wait: float) -> None:
+    """Wait (up to ``max_wait`` s) until the machine is idle: < IDLE_CPU CPU-seconds used per second."""
+    started = time.monotonic()
+    while True:
+        before = machine_busy_seconds()
+        time.sleep(1)
+        used = machine_busy_seconds() - before
+        if used < IDLE_CPU:
+            return
+        waited = time.monotonic() - started
+        if waited >= max_wait:
+            log(f"machine still busy ({used:.2f} CPU) after waiting {waited:.0f}s; running anyway")
+            return
+        if waited < 1.5:
+            log(f"machine busy ({used:.2f} CPU): waiting for it to be idle (up to {max_wait:.0f}s)")
+
+
+def run_variant(variant: Variant, run_no: int, workdir: Path, cluster: Cluster, wait_idle: float) -> Sample:
     remove_output(variant.output)
     os.sync()
+    if wait_idle > 0:
+        wait_for_idle(wait_idle)
     time_file = workdir / "time.out"
+    busy_before = machine_busy_seconds()
+    server_before = cluster_cpu_seconds(cluster)
     err_file = workdir / f"{variant.name}.stderr"
     with err_file.open("w") as err:
         result = subprocess.run(
             ["/usr/bin/time", "-f", TIME_FORMAT, "-o", str(time_file), *variant.argv],
             env=variant.env,
+            cwd=workdir,
             stdout=subprocess.DEVNULL,
             stderr=err,
             check=False,
         )
     if result.returncode != 0:
         sys.stderr.write(err_file.read_text()[-4000:])
-        raise RuntimeError(
-            f"{variant.name} run {run_no} failed (exit {result.returncode}): {shlex.join(variant.argv)}"
-        )
+        raise RuntimeError(f"{variant.name} run {run_no} failed (exit {result.returncode}): {shlex.join(variant.argv)}")
+    time.sleep(0.3)  # let the backends of the run exit (and be reaped by the postmaster)
+    server_cpu = cluster_cpu_seconds(cluster) - server_before
+    busy = machine_busy_seconds() - busy_before
     seconds, maxrss, user, system = time_file.read_text().split()[-4:]
+    cpu = float(user) + float(system)
     variant.check(variant.output)
     sample = Sample(
         variant=variant.name,
         run=run_no,
         seconds=float(seconds),
         maxrss_kb=int(maxrss),
-        cpu_seconds=float(user) + float(system),
+        cpu_seconds=cpu,
         size_bytes=tree_bytes(variant.output),
+        server_cpu_seconds=server_cpu,
+        other_cpu_seconds=max(0.0, busy - cpu - server_cpu),
         inner_seconds=variant.inner(variant.output),
     )
     remove_output(variant.output)  # keep the disk from filling up
     inner = f"  (in-process {sample.inner_seconds:.2f}s)" if sample.inner_seconds is not None else ""
     log(
         f"{variant.name:<26} run {run_no}: {sample.seconds:7.2f}s  rss {sample.maxrss_kb // 1024:5d} MB  "
-        f"cpu {sample.cpu_seconds:6.2f}s  size {sample.size_bytes / MB:8.1f} MB{inner}"
+        f"cpu {sample.cpu_seconds:6.2f}s  server cpu {server_cpu:5.2f}s  "
+        f"size {sample.size_bytes / MB:8.1f} MB  other cpu {sample.other_cpu_seconds:5.2f}s{inner}"
     )
     return sample
 
@@ -441,16 +514,10 @@ def median(values: Sequence[float]) -> float:
 
 
 def git_describe() -> str:
-    head = run(
-        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture=True, check=False
-    ).stdout.strip()
-    dirty = run(
-        ["git", "-C", str(REPO), "status", "--porcelain", "--", "dbguardian"], capture=True, check=False
-    )
+    head = run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture=True, check=False).stdout.strip()
+    dirty = run(["git", "-C", str(REPO), "status", "--porcelain", "--", "dbguardian"], capture=True, check=False)
     changed = len(dirty.stdout.splitlines())
-    return f"{head or '?'}" + (
-        f" + {changed} uncommitted change(s) under dbguardian/" if changed else " (clean)"
-    )
+    return f"{head or '?'}" + (f" + {changed} uncommitted change(s) under dbguardian/" if changed else " (clean)")
 
 
 def report(samples: Sequence[Sample], header: Sequence[str]) -> str:
@@ -459,12 +526,14 @@ def report(samples: Sequence[Sample], header: Sequence[str]) -> str:
         if sample.variant not in names:
             names.append(sample.variant)
     lines = list(header)
-    lines.append("# median of N runs; peak RSS = largest single process of the command (GNU time %M),")
-    lines.append("# server backends excluded; cpu = user+sys of the command and its children;")
-    lines.append("# inner = dbguardian's own duration_seconds from its manifest (no interpreter start-up)")
+    lines.append("# median of N runs; peak_rss_MB = largest single process of the command (GNU time %M),")
+    lines.append("#   max over the runs, server backends excluded; cpu_s = user+sys of the command and its")
+    lines.append("#   children; srv_cpu_s = CPU of the cluster's processes during the run; inner_s = dbguardian's")
+    lines.append("#   own duration_seconds (manifest; no interpreter start-up); other_cpu_s = CPU used by")
+    lines.append("#   anything else on the machine during the run (noise indicator; 0 = quiet machine)")
     lines.append(
         f"{'variant':<26} {'N':>3} {'median_s':>9} {'range_s':>13} {'peak_rss_MB':>12} {'cpu_s':>7} "
-        f"{'size_MB':>9} {'inner_s':>8}"
+        f"{'srv_cpu_s':>9} {'size_MB':>9} {'inner_s':>8} {'other_cpu_s':>11}"
     )
     medians: dict[str, float] = {}
     rss: dict[str, float] = {}
@@ -478,18 +547,17 @@ def report(samples: Sequence[Sample], header: Sequence[str]) -> str:
         lines.append(
             f"{name:<26} {len(rows):>3} {medians[name]:>9.2f} {f'{min(secs):.2f}-{max(secs):.2f}':>13} "
             f"{rss[name]:>12.0f} {median([s.cpu_seconds for s in rows]):>7.2f} "
-            f"{median([s.size_bytes for s in rows]) / MB:>9.1f} {inner_text:>8}"
+            f"{median([s.server_cpu_seconds for s in rows]):>9.2f} "
+            f"{median([s.size_bytes for s in rows]) / MB:>9.1f} {inner_text:>8} "
+            f"{median([s.other_cpu_seconds for s in rows]):>11.2f}"
         )
-    lines.append("# peak_rss_MB is the maximum over the runs")
     for name in names:
         if not name.startswith(DBGUARDIAN):
             continue
         for base, target in ((ZSTD_PIPE, TIME_TARGET), (GZIP_DUMP, None)):
             if base in medians:
                 ratio = medians[name] / medians[base]
-                verdict = (
-                    f"  target <= {target:.2f}: {'PASS' if ratio <= target else 'FAIL'}" if target else ""
-                )
+                verdict = f"  target <= {target:.2f}: {'PASS' if ratio <= target else 'FAIL'}" if target else ""
                 lines.append(f"ratio {name} / {base}: {ratio:.3f}{verdict}")
         lines.append(
             f"peak RSS {name}: {rss[name]:.0f} MB  target <= {RSS_TARGET_MB:.0f} MB: "
@@ -521,7 +589,7 @@ def build_header(args: argparse.Namespace, cluster: Cluster, raw_bytes: int, job
         f"{postgres_version}, zstd {zstd_version}, python-zstandard {zstandard_version}, "
         f"zstd threads: pipeline -T{jobs}, dbguardian threads={args.zstd_threads} (0 = one per CPU)",
         f"# dbguardian {git_describe()}; transport {args.transport}; {args.runs} round(s), round-robin; "
-        f"load average at start {os.getloadavg()[0]:.2f}",
+        f"wait-idle {args.wait_idle:.0f}s",
     ]
 
 
@@ -529,25 +597,17 @@ def build_header(args: argparse.Namespace, cluster: Cluster, raw_bytes: int, job
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", type=int, default=100, help="pgbench scale (default 100, ~1.5 GB)")
     parser.add_argument("--random-mb", type=int, default=0, help="MB of random hex text to add (default 0)")
-    parser.add_argument(
-        "--runs", type=int, default=3, help="rounds; every variant once per round (default 3)"
-    )
-    parser.add_argument(
-        "--keep", action="store_true", help="leave the cluster running and the workdir in place"
-    )
+    parser.add_argument("--runs", type=int, default=3, help="rounds; every variant once per round (default 3)")
+    parser.add_argument("--keep", action="store_true", help="leave the cluster running and the workdir in place")
     parser.add_argument(
         "--reuse",
         action="store_true",
         help="reuse a running cluster in --workdir if it has the same scale/random-mb",
     )
-    parser.add_argument(
-        "--cleanup", action="store_true", help="only stop and delete the cluster in --workdir"
-    )
+    parser.add_argument("--cleanup", action="store_true", help="only stop and delete the cluster in --workdir")
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR, help=f"default {DEFAULT_WORKDIR}")
     parser.add_argument("--pgbin", type=Path, default=DEFAULT_PGBIN, help=f"default {DEFAULT_PGBIN}")
     parser.add_argument(
@@ -561,7 +621,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="LABEL=PYTHONPATH",
-        help="also time 'python -m dbguardian' with this PYTHONPATH (a patched copy of the repo); repeatable",
+        help="also time 'python -P -m dbguardian' with this PYTHONPATH (a patched copy); repeatable",
+    )
+    parser.add_argument(
+        "--extra",
+        action="append",
+        default=[],
+        metavar="LABEL=COMMAND",
+        help="also time this bash command (PG* variables set; may write to $BENCH_OUT, reported as size); repeatable",
     )
     parser.add_argument(
         "--transport",
@@ -572,6 +639,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=0, help="zstd -T for the pipeline (default: CPU count)")
     parser.add_argument(
         "--zstd-threads", type=int, default=0, help="dbguardian compression.threads (default 0 = one per CPU)"
+    )
+    parser.add_argument(
+        "--wait-idle",
+        type=float,
+        default=120,
+        metavar="SECONDS",
+        help="before each run, wait up to this long for other activity on the machine to stop (0 = don't)",
     )
     parser.add_argument("--only", default=".", help="regex: run only the variants whose name matches")
     parser.add_argument("--save", type=Path, help="also write the table to this file")
@@ -616,15 +690,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         header = build_header(args, cluster, raw_bytes, jobs)
         samples: list[Sample] = []
         tsv = args.workdir / "results.tsv"
-        tsv.write_text("variant\trun\tseconds\tmaxrss_kb\tcpu_s\tbytes\tinner_s\n")
+        tsv.write_text("variant\trun\tseconds\tmaxrss_kb\tcpu_s\tserver_cpu_s\tother_cpu_s\tbytes\tinner_s\n")
         for run_no in range(1, args.runs + 1):
             for variant in variants:
-                sample = run_variant(variant, run_no, args.workdir)
+                sample = run_variant(variant, run_no, args.workdir, cluster, args.wait_idle)
                 samples.append(sample)
                 with tsv.open("a") as rows:
                     rows.write(
                         f"{sample.variant}\t{sample.run}\t{sample.seconds}\t{sample.maxrss_kb}\t"
-                        f"{sample.cpu_seconds:.2f}\t{sample.size_bytes}\t{sample.inner_seconds or ''}\n"
+                        f"{sample.cpu_seconds:.2f}\t{sample.server_cpu_seconds:.2f}\t"
+                        f"{sample.other_cpu_seconds:.2f}\t{sample.size_bytes}\t{sample.inner_seconds or ''}\n"
                     )
         table = report(samples, header)
         print("\n" + table, end="")
