@@ -10,13 +10,17 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
 
 from dbguardian.cli.demo import load_sample_data
 from dbguardian.devcluster import DevCluster, short_tempdir
+
+if TYPE_CHECKING:
+    from tests.daemonutil import DaemonProcess
+    from tests.receivers import HttpReceiver
 
 BACKUP_ROLE = "backup"
 
@@ -124,3 +128,22 @@ def run_cli(policy: Path | None, *args: str, timeout: float = 120, **env: str) -
 
 def backup_dir(policy_path: Path) -> Path:
     return Path(yaml.safe_load(policy_path.read_text())["storage"]["local"]["path"])
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[DaemonProcess]]:
+    """Daemon subprocesses a test starts; killed afterwards whatever the test did."""
+    started: list[DaemonProcess] = []
+    yield started
+    for daemon in started:
+        daemon.kill()
+
+
+@pytest.fixture
+def http() -> Iterator[HttpReceiver]:
+    """A real HTTP server recording requests (stands in for Slack, webhooks, ping services)."""
+    from tests.receivers import HttpReceiver
+
+    receiver = HttpReceiver()
+    yield receiver
+    receiver.close()

@@ -17,26 +17,11 @@ from tests.receivers import HttpReceiver, SmtpReceiver
 
 
 @pytest.fixture
-def http() -> Iterator[HttpReceiver]:
-    receiver = HttpReceiver()
-    yield receiver
-    receiver.close()
-
-
-@pytest.fixture
 def smtp() -> Iterator[SmtpReceiver]:
     receiver = SmtpReceiver()
     receiver.start()
     yield receiver
     receiver.stop()
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[DaemonProcess]]:
-    started: list[DaemonProcess] = []
-    yield started
-    for daemon in started:
-        daemon.kill()
 
 
 def alert_policy(make_policy: PolicyFactory, database: str, tmp_path: Path, http: HttpReceiver, smtp: SmtpReceiver,

@@ -31,14 +31,6 @@ def notify(tmp_path: Path) -> Iterator[NotifyListener]:
     listener.path.unlink(missing_ok=True)
 
 
-@pytest.fixture
-def daemons() -> Iterator[list[DaemonProcess]]:
-    started: list[DaemonProcess] = []
-    yield started
-    for daemon in started:
-        daemon.kill()
-
-
 def daemon_policy(make_policy: PolicyFactory, database: str, port: int, schedules: dict[str, Any], **extra: Any) -> Path:
     return make_policy(database, schedules=schedules, extra={"metrics": {"listen": f"127.0.0.1:{port}"}, **extra})
 

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -155,16 +154,10 @@ def test_sigterm_mid_drill_drops_the_scratch_database(pg: Postgres, database: st
     assert drills(pg) == "0"
 
 
-@pytest.fixture
-def http() -> Iterator[HttpReceiver]:
-    receiver = HttpReceiver()
-    yield receiver
-    receiver.close()
-
-
 def test_daemon_drill_metrics_and_alert(
-    pg: Postgres, database: str, make_policy: PolicyFactory, tmp_path: Path, http: HttpReceiver
-) -> None:
+    pg: Postgres, database: str, make_policy: PolicyFactory, tmp_path: Path, http: HttpReceiver,
+    daemons: list[DaemonProcess],
+) -> None:  # fmt: skip
     port = free_port()
     slack = tmp_path / "slack.url"
     slack.write_text(http.url("/slack"))
@@ -174,15 +167,12 @@ def test_daemon_drill_metrics_and_alert(
                                 "alerts": {"slack": {"webhook_url_file": str(slack)}}})  # fmt: skip
     backup(policy)
     daemon = DaemonProcess(policy, port)
-    try:
-        daemon.wait_ready()
-        daemon.wait_for("a failed drill", lambda: daemon.metric("dbguardian_drill_last_result", target="app") == 0, 60)
-        total = daemon.metric("dbguardian_drill_duration_seconds", target="app", phase="total")
-        assert total is not None and total > 0
-        daemon.wait_for("the drill alert", lambda: any(
-            post["text"].startswith("🔴 [dbguardian FIRING] app: drill") for post in http.posts("/slack")), 30)  # fmt: skip
-        assert drills(pg) == "0" or daemon.process.poll() is None
-        assert daemon.stop() == 0
-    finally:
-        daemon.kill()
+    daemons.append(daemon)
+    daemon.wait_ready()
+    daemon.wait_for("a failed drill", lambda: daemon.metric("dbguardian_drill_last_result", target="app") == 0, 60)
+    total = daemon.metric("dbguardian_drill_duration_seconds", target="app", phase="total")
+    assert total is not None and total > 0
+    daemon.wait_for("the drill alert", lambda: any(
+        post["text"].startswith("🔴 [dbguardian FIRING] app: drill") for post in http.posts("/slack")), 30)  # fmt: skip
+    assert daemon.stop() == 0
     assert drills(pg) == "0"

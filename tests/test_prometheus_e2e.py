@@ -106,14 +106,6 @@ class PrometheusServer:
 
 
 @pytest.fixture
-def daemons() -> Iterator[list[DaemonProcess]]:
-    started: list[DaemonProcess] = []
-    yield started
-    for daemon in started:
-        daemon.kill()
-
-
-@pytest.fixture
 def prometheus_servers() -> Iterator[list[PrometheusServer]]:
     started: list[PrometheusServer] = []
     yield started
