@@ -8,6 +8,14 @@ hex text; the same setup as /work/shared/bench/anchors.sh), then times, interlea
   pgdump-Z0-zstd3    pg_dump -Fc -Z0 DB | zstd -q -3 -T<CPUs> > file      (bash -o pipefail)
   pgdump-Fc-gzip     pg_dump -Fc DB > file                                (pg_dump's built-in gzip)
 
+With ``--offsite``, also two destinations with encryption:
+
+  dbguardian-local+s3-age  dbguardian backup to a local storage and an S3 bucket, age-encrypted
+  pgdump-Z0-zstd3-age      pg_dump -Fc -Z0 DB | zstd -q -3 -T<CPUs> | age -r KEY > file
+
+The S3 API is moto's server, started by this script in a process of its own (so it is in no measured
+process tree). Moto keeps objects in memory (several times their size); they are deleted after every run.
+
 Every command runs under ``/usr/bin/time -f '%e %M %U %S'``. GNU time's %M is ru_maxrss from wait4(),
 which on Linux is the largest peak RSS of any *single* process in the waited-for tree (the process and
 its reaped descendants; a maximum, not a sum). So for dbguardian it is max(python, pg_dump) = the
@@ -34,6 +42,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 DB = "bench"
@@ -50,6 +59,12 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 DBGUARDIAN = "dbguardian-zstd3"
 ZSTD_PIPE = "pgdump-Z0-zstd3"
 GZIP_DUMP = "pgdump-Fc-gzip"
+OFFSITE = "dbguardian-local+s3-age"
+AGE_PIPE = "pgdump-Z0-zstd3-age"
+S3_BUCKET = "dbg-bench"
+S3_REGION = "us-east-1"
+S3_ACCESS_KEY_ID = "AKIDDBGUARDIANBENCH1"
+S3_SECRET_ACCESS_KEY = "dbguardian-bench-secret"  # noqa: S105 -- moto accepts any credentials; these only sign requests
 
 
 def log(message: str) -> None:
@@ -279,6 +294,8 @@ class Variant:
     output: Path
     check: Callable[[Path], None]
     inner: Callable[[Path], float | None] = field(default=lambda _path: None)
+    baselines: tuple[tuple[str, float | None], ...] = ()  # (variant, time-ratio target) to compare with
+    cleanup: Callable[[], None] = field(default=lambda: None)  # after every run (e.g. empty the bucket)
 
 
 def check_zstd(path: Path) -> None:
@@ -307,29 +324,149 @@ def check_dbguardian(storage: Path) -> None:
     check_zstd(dump)
 
 
+def check_age_zstd(path: Path, identity: Path) -> None:
+    """Decrypt ``path`` with the age identity and test the zstd stream inside."""
+    run(["bash", "-o", "pipefail", "-c", f"age -d -i {shlex.quote(str(identity))} {shlex.quote(str(path))} | zstd -q -t"])
+
+
 def dbguardian_inner_seconds(storage: Path) -> float | None:
     manifest = json.loads((only_backup_dir(storage) / "manifest.json").read_text())
     seconds = manifest.get("duration_seconds")
     return float(seconds) if seconds is not None else None
 
 
-def write_policy(path: Path, workdir: Path, cluster: Cluster, transport: str, threads: int) -> Path:
+def write_policy(
+    path: Path, workdir: Path, cluster: Cluster, transport: str, threads: int, offsite: Offsite | None = None
+) -> Path:
     storage = workdir / "backups"
-    path.write_text(
-        "version: 1\n"
-        f"state_dir: {workdir / 'state'}\n"
-        "storage:\n"
-        f"  local: {{type: local, path: {storage}}}\n"
-        "targets:\n"
-        "  bench:\n"
-        f"    dsn: {cluster.dsn(transport)}\n"
-        "    storage: [local]\n"
-        f"    compression: {{algorithm: zstd, level: 3, threads: {threads}}}\n"
-    )
+    lines = [
+        "version: 1",
+        f"state_dir: {workdir / 'state'}",
+        "storage:",
+        f"  local: {{type: local, path: {storage}}}",
+    ]
+    if offsite is not None:
+        lines += [
+            "  offsite:",
+            f"    {{type: s3, bucket: {S3_BUCKET}, prefix: dbg, region: {S3_REGION}, endpoint_url: '{offsite.url}',",
+            "     addressing_style: path,",
+            f"     access_key_id_file: {offsite.key_files[0]}, secret_access_key_file: {offsite.key_files[1]}}}",
+        ]
+    lines += [
+        "targets:",
+        "  bench:",
+        f"    dsn: {cluster.dsn(transport)}",
+        "    storage: [local, offsite]" if offsite is not None else "    storage: [local]",
+        f"    compression: {{algorithm: zstd, level: 3, threads: {threads}}}",
+    ]
+    if offsite is not None:
+        lines.append(f"    encryption: {{method: age, recipients: ['{offsite.age_recipient}']}}")
+    path.write_text("\n".join(lines) + "\n")
     return storage
 
 
-def build_variants(args: argparse.Namespace, cluster: Cluster, jobs: int) -> list[Variant]:
+# ------------------------------------------------------------------------------- off-site (S3 + age)
+
+
+@dataclass
+class Offsite:
+    """moto's S3 server in a process of its own, one bucket, key files and an age key pair."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    key_files: tuple[Path, Path]
+    age_identity: Path
+    age_recipient: str
+
+    @classmethod
+    def start(cls, workdir: Path) -> Offsite:
+        for tool in ("age", "age-keygen"):
+            if not shutil.which(tool):
+                raise SystemExit(f"--offsite needs {tool} (apt-get install age)")
+        port = free_port()
+        server_log = (workdir / "moto.log").open("wb")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=server_log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    process.kill()
+                    raise SystemExit(f"moto's S3 server did not start (see {workdir / 'moto.log'})") from None
+                time.sleep(0.2)
+        keys = workdir / "s3-keys"
+        keys.mkdir(exist_ok=True)
+        key_files = (keys / "access_key_id", keys / "secret_access_key")
+        key_files[0].write_text(S3_ACCESS_KEY_ID + "\n")
+        key_files[1].write_text(S3_SECRET_ACCESS_KEY + "\n")
+        identity = workdir / "age-identity.txt"
+        identity.unlink(missing_ok=True)
+        run(["age-keygen", "-o", str(identity)], capture=True)
+        recipient = run(["age-keygen", "-y", str(identity)], capture=True).stdout.strip()
+        offsite = cls(f"http://127.0.0.1:{port}", process, key_files, identity, recipient)
+        offsite.client().create_bucket(Bucket=S3_BUCKET)
+        log(f"moto S3 server at {offsite.url} (pid {process.pid}), bucket {S3_BUCKET}")
+        return offsite
+
+    def client(self) -> Any:
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.url,
+            region_name=S3_REGION,
+            aws_access_key_id=S3_ACCESS_KEY_ID,
+            aws_secret_access_key=S3_SECRET_ACCESS_KEY,
+        )
+
+    def objects(self) -> dict[str, int]:
+        sizes: dict[str, int] = {}
+        for page in self.client().get_paginator("list_objects_v2").paginate(Bucket=S3_BUCKET):
+            sizes.update({item["Key"]: int(item["Size"]) for item in page.get("Contents", [])})
+        return sizes
+
+    def empty(self) -> None:
+        """Delete every object and abort every open multipart upload (frees moto's memory)."""
+        client = self.client()
+        uploads = client.list_multipart_uploads(Bucket=S3_BUCKET).get("Uploads", [])
+        for upload in uploads:
+            client.abort_multipart_upload(Bucket=S3_BUCKET, Key=upload["Key"], UploadId=upload["UploadId"])
+        for key in self.objects():
+            client.delete_object(Bucket=S3_BUCKET, Key=key)
+
+    def check_backup(self, storage: Path) -> None:
+        """The local copy and the S3 copy hold every object of the manifest, at its size; the dump decrypts."""
+        backup = only_backup_dir(storage)
+        manifest = json.loads((backup / "manifest.json").read_text())
+        if manifest.get("encryption", {}).get("method") != "age":
+            raise RuntimeError(f"{backup}: manifest says encryption {manifest.get('encryption')}, expected age")
+        remote = self.objects()
+        prefix = f"dbg/bench/{backup.name}/"
+        if prefix + "manifest.json" not in remote:
+            raise RuntimeError(f"no manifest in S3 under {prefix}: {sorted(remote)}")
+        for name, stored in manifest["objects"].items():
+            local = storage / stored["key"]
+            if local.stat().st_size != stored["size_bytes"]:
+                raise RuntimeError(f"{local}: size {local.stat().st_size} != manifest {stored['size_bytes']}")
+            if remote.get("dbg/" + stored["key"]) != stored["size_bytes"]:
+                raise RuntimeError(f"S3 object for {name}: {remote.get('dbg/' + stored['key'])} != {stored['size_bytes']}")
+        check_age_zstd(storage / manifest["objects"]["dump"]["key"], self.age_identity)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def build_variants(args: argparse.Namespace, cluster: Cluster, jobs: int, offsite: Offsite | None = None) -> list[Variant]:
     out = args.workdir / "out"
     out.mkdir(exist_ok=True)
     pg_env = cluster.env(args.transport)
@@ -347,6 +484,7 @@ def build_variants(args: argparse.Namespace, cluster: Cluster, jobs: int) -> lis
             output=storage,
             check=check_dbguardian,
             inner=dbguardian_inner_seconds,
+            baselines=((ZSTD_PIPE, TIME_TARGET), (GZIP_DUMP, None)),
         )
 
     variants.append(dbguardian(DBGUARDIAN, [str(args.dbguardian)], clean_env))
@@ -396,6 +534,35 @@ def build_variants(args: argparse.Namespace, cluster: Cluster, jobs: int) -> lis
             check=lambda path: check_custom_dump(path, cluster.pgbin),
         )
     )
+    if offsite is not None:
+        policy = args.workdir / f"policy-{OFFSITE}.yaml"
+        storage = write_policy(policy, args.workdir / OFFSITE, cluster, args.transport, args.zstd_threads, offsite=offsite)
+        variants.append(
+            Variant(
+                name=OFFSITE,
+                argv=[str(args.dbguardian), "--policy", str(policy), "--log-level", "warning", "backup", "bench"],
+                env=clean_env,
+                output=storage,
+                check=offsite.check_backup,
+                inner=dbguardian_inner_seconds,
+                baselines=((AGE_PIPE, None),),  # the issue sets no time target here, only peak RSS
+                cleanup=offsite.empty,
+            )
+        )
+        aged = out / "dump.fc.zst.age"
+        pipeline = (
+            f"{pg_dump} -Fc -Z0 {DB} | zstd -q -3 -T{jobs} | age -r {shlex.quote(offsite.age_recipient)}"
+            f" > {shlex.quote(str(aged))}"
+        )
+        variants.append(
+            Variant(
+                name=AGE_PIPE,
+                argv=["bash", "-o", "pipefail", "-c", pipeline],
+                env=pg_env,
+                output=aged,
+                check=lambda path: check_age_zstd(path, offsite.age_identity),
+            )
+        )
     return [v for v in variants if re.search(args.only, v.name)]
 
 
@@ -460,6 +627,7 @@ def wait_for_idle(max_wait: float) -> None:
 
 def run_variant(variant: Variant, run_no: int, workdir: Path, cluster: Cluster, wait_idle: float) -> Sample:
     remove_output(variant.output)
+    variant.cleanup()
     os.sync()
     if wait_idle > 0:
         wait_for_idle(wait_idle)
@@ -497,6 +665,7 @@ def run_variant(variant: Variant, run_no: int, workdir: Path, cluster: Cluster, 
         inner_seconds=variant.inner(variant.output),
     )
     remove_output(variant.output)  # keep the disk from filling up
+    variant.cleanup()
     inner = f"  (in-process {sample.inner_seconds:.2f}s)" if sample.inner_seconds is not None else ""
     log(
         f"{variant.name:<26} run {run_no}: {sample.seconds:7.2f}s  rss {sample.maxrss_kb // 1024:5d} MB  "
@@ -520,7 +689,7 @@ def git_describe() -> str:
     return f"{head or '?'}" + (f" + {changed} uncommitted change(s) under dbguardian/" if changed else " (clean)")
 
 
-def report(samples: Sequence[Sample], header: Sequence[str]) -> str:
+def report(samples: Sequence[Sample], header: Sequence[str], variants: Sequence[Variant]) -> str:
     names: list[str] = []
     for sample in samples:
         if sample.variant not in names:
@@ -551,10 +720,11 @@ def report(samples: Sequence[Sample], header: Sequence[str]) -> str:
             f"{median([s.size_bytes for s in rows]) / MB:>9.1f} {inner_text:>8} "
             f"{median([s.other_cpu_seconds for s in rows]):>11.2f}"
         )
+    baselines = {v.name: v.baselines for v in variants}
     for name in names:
-        if not name.startswith(DBGUARDIAN):
+        if not baselines.get(name):
             continue
-        for base, target in ((ZSTD_PIPE, TIME_TARGET), (GZIP_DUMP, None)):
+        for base, target in baselines[name]:
             if base in medians:
                 ratio = medians[name] / medians[base]
                 verdict = f"  target <= {target:.2f}: {'PASS' if ratio <= target else 'FAIL'}" if target else ""
@@ -647,6 +817,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="SECONDS",
         help="before each run, wait up to this long for other activity on the machine to stop (0 = don't)",
     )
+    parser.add_argument(
+        "--offsite",
+        action="store_true",
+        help=f"also time {OFFSITE} (local + S3 on moto's server, age) against {AGE_PIPE}",
+    )
     parser.add_argument("--only", default=".", help="regex: run only the variants whose name matches")
     parser.add_argument("--save", type=Path, help="also write the table to this file")
     return parser.parse_args(argv)
@@ -672,12 +847,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         and cluster.running()
     )
     check_disk(args.workdir, args.scale, args.random_mb, reuse)
+    offsite: Offsite | None = None
     try:
         if reuse:
             log(f"reusing the running cluster in {args.workdir}")
         else:
             setup_cluster(cluster, args.scale, args.random_mb)
-        variants = build_variants(args, cluster, jobs)
+        if args.offsite:
+            offsite = Offsite.start(args.workdir)
+        variants = build_variants(args, cluster, jobs, offsite)
         log("warm-up: pg_dump -Fc -Z0 | wc -c (untimed; also the uncompressed size)")
         raw = subprocess.run(
             ["bash", "-o", "pipefail", "-c", f"{shlex.quote(cluster.tool('pg_dump'))} -Fc -Z0 {DB} | wc -c"],
@@ -701,7 +879,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         f"{sample.cpu_seconds:.2f}\t{sample.server_cpu_seconds:.2f}\t"
                         f"{sample.other_cpu_seconds:.2f}\t{sample.size_bytes}\t{sample.inner_seconds or ''}\n"
                     )
-        table = report(samples, header)
+        table = report(samples, header, variants)
         print("\n" + table, end="")
         (args.workdir / "results.txt").write_text(table)
         if args.save:
@@ -710,6 +888,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutil.copyfile(tsv, args.save.with_suffix(".tsv"))
         log(f"raw rows: {tsv}")
     finally:
+        if offsite is not None:
+            offsite.stop()
         if args.keep:
             log(
                 f"--keep: cluster left in {args.workdir} (PGHOST={cluster.sock} PGPORT={cluster.port})"
