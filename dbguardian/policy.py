@@ -96,8 +96,10 @@ class S3StorageConfig(StrictModel):
     sse_kms_key_id: str | None = None
     access_key_id_file: Path | None = None
     secret_access_key_file: Path | None = None
-    part_size: Size = 8 * 1024 * 1024
-    max_inflight_parts: int = Field(default=4, ge=1, le=64)
+    # Defaults sized for memory (about part_size x (max_inflight_parts + 1) = 15 MiB per object being
+    # written); raise max_inflight_parts for more upload throughput (bench/README.md).
+    part_size: Size = 5 * 1024 * 1024
+    max_inflight_parts: int = Field(default=2, ge=1, le=64)
     retries: int = Field(default=5, ge=0, le=20)
 
     @field_validator("prefix")

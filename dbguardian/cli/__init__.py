@@ -15,6 +15,7 @@ import click
 from dbguardian import __version__, logs
 from dbguardian.cli.common import fail
 from dbguardian.errors import DbguardianError
+from dbguardian.memory import tune_allocator
 from dbguardian.policy import DEFAULT_POLICY_PATH
 
 # Command name -> module (each defines ``command``). Loaded on first use, so `dbguardian backup`
@@ -75,6 +76,7 @@ def cli(ctx: click.Context, policy_path: Path, log_level: str, log_format: str) 
 
 
 def main() -> None:
+    tune_allocator()
     try:
         cli.main(prog_name="dbguardian", standalone_mode=True)
     except KeyboardInterrupt:

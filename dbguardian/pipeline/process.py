@@ -22,7 +22,7 @@ from dbguardian.logs import get_logger, redact_text
 log = get_logger("dbguardian.process")
 
 PIPE_LIMIT = 1024 * 1024
-QUEUE_CHUNKS = 4
+QUEUE_CHUNKS = 2
 ERROR_MARKERS = ("error:", "fatal:", "panic:", "could not", "failed")
 
 
@@ -142,19 +142,17 @@ class Child:
             return True
 
         def reader() -> None:
-            buffer = bytearray()
+            # BufferedReader.read(size) loops over the pipe reads itself, straight into one bytes
+            # object of the chunk's size: no growing buffer and no copy (each would briefly double a
+            # chunk, and churn the allocator).
             try:
-                while not stop.is_set():
-                    data = os.read(fd, size - len(buffer))
-                    if not data:
-                        break
-                    buffer += data
-                    if len(buffer) >= size:
-                        if not deliver(bytes(buffer)):
+                with open(fd, "rb", buffering=64 * 1024, closefd=False) as stream:  # Child closes fd
+                    while not stop.is_set():
+                        data = stream.read(size)
+                        if not data:
+                            break
+                        if not deliver(data):
                             return
-                        buffer.clear()
-                if buffer and not deliver(bytes(buffer)):
-                    return
                 deliver(None)
             except OSError as error:
                 deliver(error)

@@ -5,14 +5,16 @@ the part size grows with the part number. Parts 1-900 have the configured ``part
 901-1800 twice that, 1801-2700 four times, … capped at S3's 5 GiB maximum
 (:func:`part_size_for`). Even from the 5 MiB minimum, 10,000 parts then hold more than S3's
 5 TiB maximum object size (doubling every 1000 parts would fall just short: 4.9 TiB), while an
-object of a few GiB never leaves the first size. With the default 8 MiB: 7 GiB in 8 MiB parts,
-21 GiB after 16 MiB parts, 49 GiB after 32 MiB parts, 105 GiB after 64 MiB parts, and so on.
+object of a few GiB never leaves the first size. With the default 5 MiB: 4.4 GiB in 5 MiB parts,
+13 GiB after 10 MiB parts, 31 GiB after 20 MiB parts, 66 GiB after 40 MiB parts, and so on.
 
 Memory: a writer holds one part being filled plus at most ``max_inflight_parts`` parts being
-uploaded; ``write()`` waits (backpressure) while that many are in flight, so it holds about
-``(max_inflight_parts + 1) x`` the current part size (defaults: 5 x 8 MiB = 40 MiB for the first
-7 GiB of an object). Each part in flight uses its own HTTP connection: the writer's client gets a
-pool of ``max_inflight_parts + 1`` connections (botocore's default of 10 would silently cap
+uploaded; ``write()`` waits (backpressure) while that many are in flight, so it holds at most
+``(max_inflight_parts + 1) x`` the current part size (defaults: 3 x 5 MiB = 15 MiB for the first
+4.4 GiB of an object). A part is filled in place in a buffer of its final size and handed to the
+upload as a stream (:class:`PartBody`): no copy, no growing buffer (either would briefly double a
+part). Each part in flight uses its own HTTP connection: the writer's client gets a pool of
+``max_inflight_parts + 1`` connections (botocore's default of 10 would silently cap
 ``max_inflight_parts`` above 10).
 
 Objects that stay smaller than one part are stored with a single ``PutObject``. Nothing is visible
@@ -25,6 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
+import os
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from datetime import UTC, datetime
@@ -61,6 +65,58 @@ def part_size_for(part_number: int, base: int) -> int:
     return min(base << ((part_number - 1) // PARTS_PER_DOUBLING), MAX_PART_SIZE)
 
 
+class PartBody(io.RawIOBase):
+    """A part's bytes as a seekable stream, read in place.
+
+    Given ``bytes``, the HTTP layer writes the whole part to the socket transport at once, and the
+    transport copies what the socket does not take right away: nearly a second copy of every part
+    in flight. A stream is sent in small reads instead. botocore reads it for the checksum and the
+    signature and seeks back; one body serves one attempt (the position moves). ``read()`` returns
+    views of the part, so sending it allocates nothing (fresh 64 KiB copies, made in aiohttp's reader
+    threads, left per-thread malloc arenas fragmented and RSS tens of MB higher).
+    """
+
+    def __init__(self, data: bytearray) -> None:
+        super().__init__()
+        self._view = memoryview(data)
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        count = min(len(buffer), len(self._view) - self._position)
+        buffer[:count] = self._view[self._position : self._position + count]
+        self._position += count
+        return count
+
+    def read(self, size: int | None = -1) -> memoryview:  # type: ignore[override,unused-ignore]
+        # A view, not a copy: its readers (checksum, signature, HTTP writer) only need a buffer.
+        end = len(self._view) if size is None or size < 0 else min(len(self._view), self._position + size)
+        chunk = self._view[self._position : end]
+        self._position = max(self._position, end)
+        return chunk
+
+    def readall(self) -> memoryview:  # type: ignore[override]
+        return self.read()
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._position, os.SEEK_END: len(self._view)}[whence]
+        if base + offset < 0:
+            raise ValueError("negative seek position")
+        self._position = base + offset
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
+
+    def __len__(self) -> int:
+        return len(self._view)
+
+
 class UploadBackend(Protocol):
     """What a writer needs from its storage (implemented by ``S3Storage``)."""
 
@@ -85,7 +141,8 @@ class S3Writer:
         self._full_key = full_key
         self._part_size = part_size
         self._max_inflight = max_inflight
-        self._buffer = bytearray()
+        self._part: bytearray | None = None  # the part being filled, allocated at its final size
+        self._filled = 0  # bytes of _part in use
         self._size = 0
         self._parts_started = 0
         self._create: asyncio.Future[dict[str, Any]] | None = None
@@ -109,13 +166,16 @@ class S3Writer:
             self._reap()  # a part that failed in the background fails the next write
             view = memoryview(chunk)
             while view:
-                target = part_size_for(self._parts_started + 1, self._part_size)
-                taken, view = view[: target - len(self._buffer)], view[target - len(self._buffer) :]
-                self._buffer += taken
-                self._size += len(taken)
-                if len(self._buffer) == target:
-                    data, self._buffer = bytes(self._buffer), bytearray()
-                    await self._submit(data)
+                if self._part is None:
+                    self._part = bytearray(part_size_for(self._parts_started + 1, self._part_size))
+                    self._filled = 0
+                taken = min(len(view), len(self._part) - self._filled)
+                self._part[self._filled : self._filled + taken] = view[:taken]
+                view = view[taken:]
+                self._filled += taken
+                self._size += taken
+                if self._filled == len(self._part):
+                    await self._submit(self._take_part())
         except BaseException:
             await self.abort()
             raise
@@ -128,9 +188,8 @@ class S3Writer:
             if self._create is None:
                 await self._put_whole()
             else:
-                if self._buffer:
-                    data, self._buffer = bytes(self._buffer), bytearray()
-                    await self._submit(data)
+                if self._filled:
+                    await self._submit(self._take_part())
                 await self._drain()
                 await self._complete()
         except BaseException:
@@ -151,6 +210,13 @@ class S3Writer:
 
     # -- internals ---------------------------------------------------------------------------
 
+    def _take_part(self) -> bytearray:
+        """The filled part, trimmed to its content (in place), leaving no part being filled."""
+        part, self._part = self._part if self._part is not None else bytearray(), None
+        del part[self._filled :]
+        self._filled = 0
+        return part
+
     async def _get_client(self) -> Any:
         if self._client is None:
             stack = AsyncExitStack()
@@ -167,10 +233,9 @@ class S3Writer:
 
     async def _put_whole(self) -> None:
         client = await self._get_client()
-        body = bytes(self._buffer)
-        params = {"Bucket": self._backend.bucket, "Key": self._full_key, "Body": body, **self._backend.object_params()}
-        await self._backend.call("upload", self._key, partial(client.put_object, **params))
-        self._buffer = bytearray()
+        data = self._take_part()
+        params = {"Bucket": self._backend.bucket, "Key": self._full_key, **self._backend.object_params()}
+        await self._backend.call("upload", self._key, lambda: client.put_object(**params, Body=PartBody(data)))
 
     async def _ensure_upload(self) -> str:
         if self._upload_id is None:
@@ -185,7 +250,7 @@ class S3Writer:
         self._fail_if_aborted()
         return self._upload_id
 
-    async def _submit(self, data: bytes) -> None:
+    async def _submit(self, data: bytearray) -> None:
         """Start uploading one part, first waiting for a free slot (this is the backpressure)."""
         upload_id = await self._ensure_upload()
         while len(self._inflight) >= self._max_inflight:
@@ -212,18 +277,19 @@ class S3Writer:
             self._reap()
         self._fail_if_aborted()
 
-    async def _upload_part(self, upload_id: str, number: int, data: bytes) -> None:
+    async def _upload_part(self, upload_id: str, number: int, data: bytearray) -> None:
         client = await self._get_client()
         params: dict[str, Any] = {
             "Bucket": self._backend.bucket,
             "Key": self._full_key,
             "UploadId": upload_id,
             "PartNumber": number,
-            "Body": data,
         }
         if self._backend.checksums:
             params["ChecksumAlgorithm"] = "CRC32"
-        response = await self._backend.call(f"upload part {number} of", self._key, partial(client.upload_part, **params))
+        response = await self._backend.call(
+            f"upload part {number} of", self._key, lambda: client.upload_part(**params, Body=PartBody(data))
+        )
         part = {"PartNumber": number, "ETag": response["ETag"]}
         if self._backend.checksums and response.get("ChecksumCRC32"):
             part["ChecksumCRC32"] = response["ChecksumCRC32"]
@@ -261,7 +327,7 @@ class S3Writer:
             task.cancel()
         await asyncio.gather(*self._inflight, return_exceptions=True)
         self._inflight.clear()
-        self._buffer = bytearray()
+        self._part, self._filled = None, 0
         self._parts.clear()
         upload_id = self._upload_id
         if upload_id is None and self._create is not None:

@@ -54,6 +54,7 @@ class Proxy:
         self.refuse = False  # accept and drop every connection (an outage)
         self.refuse_next = 0  # drop only the next N connections (a blip)
         self.cut_uploads_after: int | None = None  # reset connections sending more than this many bytes
+        self.cut_uploads_limit: int | None = None  # with cut_uploads_after: cut only this many (None: all)
         self.cut_download_once_after: int | None = None  # reset one response after this many bytes
         self.heads: list[bytearray] = []  # the start of every forwarded connection's request
         self.attempts = 0  # connections accepted, refused ones included
@@ -97,7 +98,9 @@ class Proxy:
                 moved += len(data)
                 if upstream:
                     head.extend(data[: max(0, 4096 - len(head))])
-                    if self.cut_uploads_after is not None and moved > self.cut_uploads_after:
+                    if self.cut_uploads_after is not None and moved > self.cut_uploads_after and self.cut_uploads_limit != 0:
+                        if self.cut_uploads_limit is not None:
+                            self.cut_uploads_limit -= 1
                         return False
                 elif self.cut_download_once_after is not None and moved > self.cut_download_once_after:
                     self.cut_download_once_after = None
@@ -428,6 +431,26 @@ def test_upload_cut_mid_stream_fails_cleanly(make_s3: S3Factory, moto_server: Mo
     asyncio.run(scenario())
     assert uploads(moto_server, s3_bucket) == []  # the abort got through
     assert objects(moto_server, s3_bucket) == []
+
+
+def test_a_part_cut_mid_body_is_sent_again_whole(make_s3: S3Factory, moto_server: MotoServer, s3_bucket: str) -> None:
+    """A part's body is a stream that the first attempt half consumed: the retry must start over."""
+    data = os.urandom(12 * MiB)
+
+    async def scenario() -> None:
+        async with Proxy(moto_server.url) as proxy:
+            storage = make_s3(endpoint_url=proxy.url, retries=2)
+            writer = await storage.open_writer("t/retry-part/dump")
+            # Two cuts: aiohttp itself resends once on a reused connection, the second reaches our retry.
+            proxy.cut_uploads_after, proxy.cut_uploads_limit = 2 * MiB, 4
+            for chunk in uneven_chunks(data):
+                await writer.write(chunk)
+            await writer.commit()
+            assert proxy.cut_uploads_limit == 0  # every cut happened
+            assert await storage.get_bytes("t/retry-part/dump") == data
+
+    asyncio.run(scenario())
+    assert uploads(moto_server, s3_bucket) == []
 
 
 def test_outage_leaves_an_upload_that_abort_stale_uploads_removes(
