@@ -13,9 +13,9 @@ from pathlib import Path
 import click
 
 from dbguardian import __version__, logs
+from dbguardian.allocator import tune_allocator
 from dbguardian.cli.common import fail
 from dbguardian.errors import DbguardianError
-from dbguardian.memory import tune_allocator
 from dbguardian.policy import DEFAULT_POLICY_PATH
 
 # Command name -> module (each defines ``command``). Loaded on first use, so `dbguardian backup`

@@ -1,4 +1,4 @@
-"""The allocator setting that keeps a backup's memory flat (dbguardian.memory), in fresh processes."""
+"""The allocator setting that keeps a backup's memory flat (dbguardian.allocator), in fresh processes."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ import sys
 
 import pytest
 
-from dbguardian.memory import tune_allocator
+from dbguardian.allocator import tune_allocator
 
 # Allocate 16 x 4 MiB with a small live block after each (so the heap cannot just shrink from its
 # top), free the big ones, and print how many MiB of RSS that gave back to the system.
 SCRIPT = """
 import sys
-from dbguardian.memory import tune_allocator
+from dbguardian.allocator import tune_allocator
 
 def rss_kib():
     with open("/proc/self/status") as status:
