@@ -36,6 +36,8 @@ def write_demo_policy(workdir: Path, cluster: DevCluster, password_file: Path, m
                 "storage": ["local"],
                 "compression": {"algorithm": "zstd", "level": 3},
                 "schedules": {"daily": {"cron": "0 2 * * *", "keep": 7}, "fast": {"every": "10s", "keep": 3}},
+                # The sample data compresses to ~350 KiB: below the default 1 MiB floor of too_small.
+                "health": {"min_size": "100KB"},
             }
         },
         "metrics": {"listen": f"127.0.0.1:{metrics_port}"},
