@@ -13,7 +13,6 @@ from pathlib import Path
 import click
 
 from dbguardian import __version__, logs
-from dbguardian.allocator import tune_allocator
 from dbguardian.cli.common import fail
 from dbguardian.errors import DbguardianError
 from dbguardian.policy import DEFAULT_POLICY_PATH
@@ -76,7 +75,6 @@ def cli(ctx: click.Context, policy_path: Path, log_level: str, log_format: str) 
 
 
 def main() -> None:
-    tune_allocator()
     try:
         cli.main(prog_name="dbguardian", standalone_mode=True)
     except KeyboardInterrupt:

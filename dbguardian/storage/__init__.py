@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dbguardian.allocator import tune_allocator
 from dbguardian.policy import LocalStorageConfig, S3StorageConfig, StorageConfig
 from dbguardian.storage.base import ObjectInfo, ObjectWriter, Storage
 from dbguardian.storage.local import LocalStorage
@@ -16,5 +17,7 @@ def open_storage(name: str, config: StorageConfig) -> Storage:
     if isinstance(config, S3StorageConfig):
         from dbguardian.storage.s3 import S3Storage  # imports aioboto3: only when a policy uses S3
 
+        # Multi-MiB upload parts are what make glibc's adaptive threshold keep tens of MB (allocator.py).
+        tune_allocator()
         return S3Storage(name, config)
     raise AssertionError(f"unhandled storage config {type(config).__name__}")
