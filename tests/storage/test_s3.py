@@ -8,6 +8,7 @@ wrapping moto's ``upload_part`` (the server runs in this process, one thread per
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import threading
 import time
@@ -18,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from aiobotocore.httpchecksum import AioAwsChunkedWrapper
 from botocore.exceptions import (
     ClientError,
     ConnectionClosedError,
@@ -26,6 +28,7 @@ from botocore.exceptions import (
     ParamValidationError,
     ReadTimeoutError,
 )
+from botocore.httpchecksum import Crc32Checksum
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -39,6 +42,7 @@ from dbguardian.storage.s3_multipart import (
     MIN_PART_SIZE,
     GiB,
     MiB,
+    PartBody,
     part_size_for,
 )
 from tests.storage.conftest import ACCESS_KEY_ID, PREFIX, SECRET_ACCESS_KEY, MotoServer, S3Factory
@@ -451,6 +455,35 @@ def test_a_part_cut_mid_body_is_sent_again_whole(make_s3: S3Factory, moto_server
 
     asyncio.run(scenario())
     assert uploads(moto_server, s3_bucket) == []
+
+
+@pytest.mark.parametrize("size", [0, 1, 65535, 65536, 5 * MiB + 123])
+def test_part_body_reads_and_seeks_like_a_file(size: int) -> None:
+    data = os.urandom(size)
+    body, reference = PartBody(bytearray(data)), io.BytesIO(data)
+    assert len(body) == size
+    for step in (7, 65536, -1):
+        assert bytes(body.read(step)) == reference.read(step)
+        assert body.tell() == reference.tell()
+    assert bytes(body.read()) == reference.read() == b""
+    assert body.seek(-3 if size >= 3 else 0, os.SEEK_END) == reference.seek(-3 if size >= 3 else 0, os.SEEK_END)
+    assert body.seek(0) == 0
+    buffer = bytearray(size + 10)
+    assert body.readinto(buffer) == size and bytes(buffer[:size]) == data
+
+
+def test_part_body_under_aws_chunked_trailer_encoding_matches_bytes() -> None:
+    """Against AWS over HTTPS botocore sends parts aws-chunked with a CRC32 trailer (moto over HTTP
+    takes the header path): that encoding must be the same whether it reads a part or plain bytes."""
+    data = os.urandom(5 * MiB + 123)
+
+    async def encoded(raw: Any) -> bytes:
+        wrapper = AioAwsChunkedWrapper(raw, checksum_cls=Crc32Checksum, checksum_name="x-amz-checksum-crc32")
+        return b"".join([piece async for piece in wrapper])
+
+    from_part = asyncio.run(encoded(PartBody(bytearray(data))))
+    assert from_part == asyncio.run(encoded(io.BytesIO(data)))
+    assert from_part.endswith(b"\r\n\r\n") and b"x-amz-checksum-crc32:" in from_part
 
 
 def test_outage_leaves_an_upload_that_abort_stale_uploads_removes(
