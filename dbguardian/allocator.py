@@ -19,21 +19,19 @@ pins the trim threshold at 128 KiB, cost ~4 % time in trimming and re-faulting t
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
 
 M_MMAP_THRESHOLD = -3  # from glibc's malloc.h
 MMAP_THRESHOLD = 2 * 1024 * 1024
 
 
+@functools.cache
 def tune_allocator(threshold: int = MMAP_THRESHOLD) -> bool:
     """Set glibc's mmap threshold (and so stop its dynamic adjustment); False without glibc."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
     try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        # The process's own symbols include libc's (no find_library: it runs ldconfig).
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc: musl, for one, has no mallopt
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
