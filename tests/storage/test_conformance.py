@@ -140,3 +140,31 @@ def test_local_full_disk_is_a_clear_error(tmp_path: Path) -> None:
         asyncio.run(scenario())
     finally:
         subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_local_hands_written_data_to_the_disk_as_it_goes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Data a window behind the write position is advised out of the cache; the file is still whole."""
+    from dbguardian.storage import local
+
+    window = 64 * 1024
+    monkeypatch.setattr(local, "WRITEBACK_WINDOW", window)
+    advised: list[tuple[int, int]] = []
+    real_fadvise = os.posix_fadvise
+
+    def spy(fd: int, offset: int, length: int, advice: int) -> None:
+        assert advice == os.POSIX_FADV_DONTNEED
+        advised.append((offset, offset + length))
+        real_fadvise(fd, offset, length, advice)
+
+    monkeypatch.setattr(os, "posix_fadvise", spy)
+    storage = LocalStorage("local", tmp_path / "root")
+    data = os.urandom(7 * window // 2 + 123)
+    chunks = [data[i : i + 10_000] for i in range(0, len(data), 10_000)]
+
+    async def scenario() -> None:
+        await _write(storage, "t/big/dump", chunks)
+        assert await _read(storage, "t/big/dump") == data
+
+    asyncio.run(scenario())
+    # Windows 1 and 2 were handed over once written a window past them, each range overlapping the last.
+    assert advised == [(0, window), (0, 2 * window)]
