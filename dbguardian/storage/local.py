@@ -58,9 +58,10 @@ class LocalWriter:
         # database's own pages out of the cache.
         upto = (self._size // WRITEBACK_WINDOW - 1) * WRITEBACK_WINDOW
         if upto > self._advised:
-            self._file.flush()
+            self._file.flush()  # its errors (a full disk) are the write's
             start = max(0, self._advised - WRITEBACK_WINDOW)
-            os.posix_fadvise(self._file.fileno(), start, upto - start, os.POSIX_FADV_DONTNEED)
+            with contextlib.suppress(OSError):  # only advice: a filesystem may not take it
+                os.posix_fadvise(self._file.fileno(), start, upto - start, os.POSIX_FADV_DONTNEED)
             self._advised = upto
 
     async def write(self, chunk: bytes) -> None:
