@@ -501,10 +501,11 @@ def build_variants(args: argparse.Namespace, cluster: Cluster, jobs: int, offsit
     clean_env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
     variants: list[Variant] = []
 
-    def dbguardian(name: str, command: list[str], env: dict[str, str]) -> Variant:
+    def dbguardian(name: str, command: list[str], env: dict[str, str], to: Offsite | None = None) -> Variant:
+        """dbguardian backing up to local storage, or with ``to`` also to S3 with age."""
         policy = args.workdir / f"policy-{name}.yaml"
-        storage = write_policy(policy, args.workdir / name, cluster, args.transport, args.zstd_threads)
-        return Variant(
+        storage = write_policy(policy, args.workdir / name, cluster, args.transport, args.zstd_threads, offsite=to)
+        variant = Variant(
             name=name,
             argv=[*command, "--policy", str(policy), "--log-level", "warning", "backup", "bench"],
             env=env,
@@ -513,6 +514,10 @@ def build_variants(args: argparse.Namespace, cluster: Cluster, jobs: int, offsit
             inner=dbguardian_inner_seconds,
             baselines=((ZSTD_PIPE, TIME_TARGET), (GZIP_DUMP, None)),
         )
+        if to is not None:
+            variant.check, variant.cleanup = to.check_backup, to.empty
+            variant.baselines = ((AGE_PIPE, None), (AGE_TEE_S3, None))  # the issue sets only a peak RSS target
+        return variant
 
     variants.append(dbguardian(DBGUARDIAN, [str(args.dbguardian)], clean_env))
     for spec in args.alt:
@@ -562,20 +567,7 @@ def build_variants(args: argparse.Namespace, cluster: Cluster, jobs: int, offsit
         )
     )
     if offsite is not None:
-        policy = args.workdir / f"policy-{OFFSITE}.yaml"
-        storage = write_policy(policy, args.workdir / OFFSITE, cluster, args.transport, args.zstd_threads, offsite=offsite)
-        variants.append(
-            Variant(
-                name=OFFSITE,
-                argv=[str(args.dbguardian), "--policy", str(policy), "--log-level", "warning", "backup", "bench"],
-                env=clean_env,
-                output=storage,
-                check=offsite.check_backup,
-                inner=dbguardian_inner_seconds,
-                baselines=((AGE_PIPE, None), (AGE_TEE_S3, None)),  # the issue sets only a peak RSS target
-                cleanup=offsite.empty,
-            )
-        )
+        variants.append(dbguardian(OFFSITE, [str(args.dbguardian)], clean_env, to=offsite))
         aged = out / "dump.fc.zst.age"
         encrypted = f"{pg_dump} -Fc -Z0 {DB} | zstd -q -3 -T{jobs} | age -r {shlex.quote(offsite.age_recipient)}"
         pipeline = f"{encrypted} > {shlex.quote(str(aged))}"

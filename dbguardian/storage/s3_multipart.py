@@ -166,9 +166,8 @@ class S3Writer:
             self._reap()  # a part that failed in the background fails the next write
             view = memoryview(chunk)
             while view:
-                if self._part is None:
+                if self._part is None:  # (_filled is 0 whenever there is no part)
                     self._part = bytearray(part_size_for(self._parts_started + 1, self._part_size))
-                    self._filled = 0
                 taken = min(len(view), len(self._part) - self._filled)
                 self._part[self._filled : self._filled + taken] = view[:taken]
                 view = view[taken:]
