@@ -19,8 +19,8 @@ from dbguardian.cli.demo import load_sample_data
 from dbguardian.devcluster import DevCluster, short_tempdir
 
 if TYPE_CHECKING:
-    from tests.daemonutil import DaemonProcess
-    from tests.receivers import HttpReceiver
+    from tests.support.daemon import DaemonProcess
+    from tests.support.receivers import HttpReceiver
 
 BACKUP_ROLE = "backup"
 
@@ -142,7 +142,7 @@ def daemons() -> Iterator[list[DaemonProcess]]:
 @pytest.fixture
 def http() -> Iterator[HttpReceiver]:
     """A real HTTP server recording requests (stands in for Slack, webhooks, ping services)."""
-    from tests.receivers import HttpReceiver
+    from tests.support.receivers import HttpReceiver
 
     receiver = HttpReceiver()
     yield receiver

@@ -10,7 +10,7 @@ from typing import Any
 
 from dbguardian.devcluster import free_port
 from tests.conftest import PolicyFactory, Postgres, run_cli
-from tests.pgutil import checksums, listed
+from tests.support.pg import checksums, listed
 from tests.storage.conftest import MotoServer
 
 

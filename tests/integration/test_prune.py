@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import PolicyFactory, backup_dir, run_cli
-from tests.pgutil import backup, listed
+from tests.support.pg import backup, listed
 
 
 def prune_json(policy: Path, *args: str) -> dict[str, Any]:

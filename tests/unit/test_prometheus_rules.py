@@ -1,6 +1,6 @@
 """The shipped Prometheus alerting rules and Grafana dashboard: promtool checks and unit tests, structure.
 
-tests/test_prometheus_e2e.py runs both against a real Prometheus scraping a real daemon.
+tests/e2e/test_prometheus_e2e.py runs both against a real Prometheus scraping a real daemon.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "config" / "prometheus" / "dbguardian.rules.yml"
 RULE_TESTS = REPO / "config" / "prometheus" / "dbguardian.rules.test.yml"
 DASHBOARD = REPO / "config" / "grafana" / "dbguardian.json"

@@ -199,7 +199,7 @@ def test_cli_policy_from_environment(tmp_path: Path) -> None:
 
 
 def test_documented_example_is_valid() -> None:
-    example = Path(__file__).resolve().parent.parent / "config" / "policy.example.yaml"
+    example = Path(__file__).resolve().parents[2] / "config" / "policy.example.yaml"
     policy = load_policy(example)
     assert set(policy.targets["app"].schedules) == {"daily", "weekly", "monthly"}
     # Every top-level and target key the models know is documented in the example.

@@ -17,9 +17,9 @@ import pytest
 from dbguardian.devcluster import free_port
 from dbguardian.drill import judge, pick_backup, scratch_name
 from tests.conftest import PolicyFactory, Postgres, backup_dir, cli_env, run_cli
-from tests.daemonutil import DaemonProcess
-from tests.pgutil import backup
-from tests.receivers import HttpReceiver
+from tests.support.daemon import DaemonProcess
+from tests.support.pg import backup
+from tests.support.receivers import HttpReceiver
 
 
 @pytest.mark.parametrize(

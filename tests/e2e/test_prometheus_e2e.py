@@ -19,9 +19,9 @@ import yaml
 
 from dbguardian.devcluster import free_port
 from tests.conftest import PolicyFactory
-from tests.daemonutil import DaemonProcess
-from tests.pgutil import backup
-from tests.test_prometheus_rules import RULES, dashboard_queries, variable_selectors
+from tests.support.daemon import DaemonProcess
+from tests.support.pg import backup
+from tests.unit.test_prometheus_rules import RULES, dashboard_queries, variable_selectors
 
 pytestmark = pytest.mark.skipif(
     shutil.which("prometheus") is None, reason="prometheus not installed (Debian/Ubuntu: apt-get install prometheus)"

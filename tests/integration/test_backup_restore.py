@@ -10,7 +10,7 @@ import pytest
 
 from dbguardian.catalog import Manifest
 from tests.conftest import PolicyFactory, Postgres, backup_dir, run_cli
-from tests.pgutil import backup, checksums, listed
+from tests.support.pg import backup, checksums, listed
 
 
 def manifest_of(policy: Path, backup_id: str) -> Manifest:

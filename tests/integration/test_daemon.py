@@ -13,9 +13,9 @@ import yaml
 
 from dbguardian.devcluster import free_port
 from tests.conftest import PolicyFactory, Postgres, backup_dir
-from tests.daemonutil import DaemonProcess, NotifyListener
-from tests.pgutil import listed
-from tests.test_failures import TableLock, files_under, wait_for_blocked_dump
+from tests.support.daemon import DaemonProcess, NotifyListener
+from tests.support.pg import listed
+from tests.integration.test_failures import TableLock, files_under, wait_for_blocked_dump
 
 
 @pytest.fixture

@@ -11,9 +11,9 @@ import pytest
 
 from dbguardian.devcluster import free_port
 from tests.conftest import PolicyFactory, run_cli
-from tests.daemonutil import DaemonProcess
-from tests.pgutil import backup
-from tests.receivers import HttpReceiver, SmtpReceiver
+from tests.support.daemon import DaemonProcess
+from tests.support.pg import backup
+from tests.support.receivers import HttpReceiver, SmtpReceiver
 
 
 @pytest.fixture

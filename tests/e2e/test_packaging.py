@@ -24,7 +24,7 @@ import yaml
 from dbguardian.policy import Policy, load_policy
 from dbguardian.units import parse_duration
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "systemd" / "dbguardian.service"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"

@@ -11,7 +11,7 @@ import pytest
 
 from dbguardian.catalog import Manifest
 from tests.conftest import PolicyFactory, Postgres, backup_dir, run_cli
-from tests.pgutil import backup, checksums, listed
+from tests.support.pg import backup, checksums, listed
 
 
 def age_key(path: Path) -> str:

@@ -15,7 +15,7 @@ import pytest
 from dbguardian.errors import ToolError
 from dbguardian.postgres import find_tool
 from tests.conftest import PolicyFactory, Postgres, backup_dir, cli_env, run_cli
-from tests.pgutil import backup, listed
+from tests.support.pg import backup, listed
 
 
 def files_under(root: Path) -> list[str]:
