@@ -41,10 +41,19 @@ class ObjectInfo:
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What a backend can do natively; callers use these instead of guessing."""
+    """What a backend can do natively; callers read these instead of guessing (or probing with getattr)."""
 
     atomic_rename: bool
     """Whole objects appear atomically by rename (filesystems); object stores commit on upload completion."""
+    delimiter_listing: bool = False
+    """``list_dirs(prefix)`` answers from the store's own index (S3 CommonPrefixes, a directory read)
+    without walking every object below ``prefix``; without it, callers fall back to ``list(prefix)``."""
+    stale_upload_cleanup: bool = False
+    """``abort_stale_uploads(older_than)`` removes uploads that were started and never committed or aborted
+    (S3 multipart uploads keep costing money until aborted; a filesystem's temp files are leftovers too)."""
+    conditional_put: bool = False
+    """``put_bytes(key, data, if_absent=True)`` creates the object only if no object exists under ``key``,
+    atomically (raises ``ObjectExists`` otherwise): never overwrite a manifest or a WAL segment."""
 
 
 class ObjectWriter(Protocol):
