@@ -12,18 +12,16 @@ import asyncio
 import contextlib
 import os
 import secrets
-import tempfile
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
 import asyncpg
 
-from dbguardian.catalog import SAFETY_TIER, BackupRecord, Manifest, StoredObject, list_backups, select_backup
+from dbguardian.catalog import SAFETY_TIER, BackupRecord, Manifest, list_backups, select_backup
 from dbguardian.dbfacts import compare_counts, count_rows, object_counts, quote_ident
 from dbguardian.errors import (
-    ChecksumMismatch,
     DatabaseError,
     OperationError,
     RestoreRefused,
@@ -32,10 +30,9 @@ from dbguardian.errors import (
 )
 from dbguardian.jobs.backup import backup_database, target_config, target_storages
 from dbguardian.logs import get_logger
-from dbguardian.pipeline.encrypt import IDENTITY_ENV, decrypt_stream, identity_file
+from dbguardian.pipeline.encrypt import IDENTITY_ENV, identity_file
 from dbguardian.pipeline.process import Child
-from dbguardian.pipeline.stages import Digest, decompressor
-from dbguardian.pipeline.streams import through_stage
+from dbguardian.pipeline.read import feed_program, read_verified, spooled_archive, stored_bytes
 from dbguardian.policy import Policy
 from dbguardian.postgres import ConnectionInfo, connected, connection_info, find_tool
 from dbguardian.progress import Progress
@@ -91,51 +88,6 @@ async def locate(policy: Policy, target_name: str, reference: str, from_storage:
     return Located(record, chosen)
 
 
-async def stored_bytes(storage: Storage, stored: StoredObject, progress: Progress | None = None) -> AsyncIterator[bytes]:
-    """A stored object's bytes as stored; raises at the end if its size or sha256 differ from the manifest."""
-    digest = Digest()
-    async for chunk in storage.read(stored.key):
-        digest.update(chunk)
-        if progress:
-            progress.advance(len(chunk))
-        if digest.size > stored.size_bytes:
-            raise ChecksumMismatch(
-                f"{storage.name}:{stored.key} is larger than the manifest's {stored.size_bytes} bytes; "
-                "the stored object was changed"
-            )
-        yield chunk
-    if digest.size != stored.size_bytes or digest.hexdigest() != stored.sha256:
-        raise ChecksumMismatch(
-            f"{storage.name}:{stored.key}: {digest.size} bytes with sha256 {digest.hexdigest()[:16]}…, "
-            f"the manifest says {stored.size_bytes} bytes with sha256 {stored.sha256[:16]}…; "
-            "the stored object is corrupt or was changed"
-        )
-
-
-async def read_verified(
-    storage: Storage,
-    manifest: Manifest,
-    stored: StoredObject,
-    progress: Progress | None = None,
-    identity: Path | None = None,
-) -> AsyncIterator[bytes]:
-    """The original bytes of a stored object: checksum verified, decrypted, decompressed."""
-    stream = stored_bytes(storage, stored, progress)
-    if manifest.encryption is not None:
-        stream = decrypt_stream(str(manifest.encryption["method"]), identity_file(identity), stream)
-    async for out in through_stage(stream, decompressor(str(manifest.compression["algorithm"]))):
-        yield out
-
-
-async def _feed(child: Child, chunks: AsyncIterator[bytes]) -> None:
-    """Write all chunks to the child's stdin; keep reading (to verify the checksum) if it stops early."""
-    accepting = True
-    async for chunk in chunks:
-        if accepting and not await child.write(chunk):
-            accepting = False
-    await child.close_stdin()
-
-
 async def validate(
     policy: Policy,
     target_name: str,
@@ -167,11 +119,11 @@ async def validate(
                 async for chunk in child.stdout_chunks():
                     lines.extend(chunk.decode(errors="replace").splitlines())
 
-            dump_stream = read_verified(located.storage, manifest, stored, progress, identity)
-            await asyncio.gather(_feed(child, dump_stream), collect())
+            dump_stream = read_verified(located.storage, stored, **read_options(manifest, identity), progress=progress)
+            await asyncio.gather(feed_program(child, dump_stream), collect())
             await child.wait_checked()
         if "globals" in manifest.objects:
-            async for _ in read_verified(located.storage, manifest, manifest.objects["globals"], None, identity):
+            async for _ in read_verified(located.storage, manifest.objects["globals"], **read_options(manifest, identity)):
                 pass
         toc = [line for line in lines if line and not line.startswith(";")]
     progress.finish()
@@ -188,6 +140,18 @@ async def validate(
     log.info("backup validated", target=target_name, id=manifest.id, storage=located.storage.name,
              toc_entries=report.toc_entries, contents_checked=toc is not None)  # fmt: skip
     return report
+
+
+class ReadOptions(TypedDict):
+    compression: str
+    encryption: str | None
+    identity: Path | None
+
+
+def read_options(manifest: Manifest, identity: Path | None) -> ReadOptions:
+    """How to read a backup's objects back, from its manifest (for pipeline.read)."""
+    encryption = None if manifest.encryption is None else str(manifest.encryption["method"])
+    return ReadOptions(compression=str(manifest.compression["algorithm"]), encryption=encryption, identity=identity)
 
 
 def server_major_of(server_version: str) -> int:
@@ -249,36 +213,24 @@ async def _pg_restore(
     if jobs <= 1:
         # Streaming: decompressed bytes go straight into pg_restore; no temporary copy on disk.
         async with Child(base, env=env, stdin=True, stdout=False) as child:
-            await _feed(child, read_verified(located.storage, manifest, stored, progress, identity))
+            chunks = read_verified(located.storage, stored, **read_options(manifest, identity), progress=progress)
+            await feed_program(child, chunks)
             await child.wait_checked()
         progress.finish()
         return "stream"
     # Parallel pg_restore needs a seekable file: spool the verified archive to disk first.
-    async with spooled_archive(policy, located, identity, progress) as spool:
+    async with spooled_archive(
+        located.storage,
+        stored,
+        **read_options(manifest, identity),
+        spool_dir=policy.state_dir / "tmp",
+        prefix=f"restore-{manifest.id}-",
+        progress=progress,
+    ) as spool:
         progress.finish()
         async with Child([*base, f"--jobs={jobs}", str(spool)], env=env, stdout=False) as child:
             await child.wait_checked()
     return f"file, {jobs} jobs"
-
-
-@contextlib.asynccontextmanager
-async def spooled_archive(
-    policy: Policy, located: Located, identity: Path | None, progress: Progress | None = None
-) -> AsyncIterator[Path]:
-    """The backup's archive, checksum-verified, decrypted and decompressed into ``state_dir/tmp``;
-    removed on exit, whatever happens."""
-    manifest = located.record.manifest
-    spool_dir = policy.state_dir / "tmp"
-    spool_dir.mkdir(parents=True, exist_ok=True)
-    fd, spool_name = tempfile.mkstemp(prefix=f"restore-{manifest.id}-", suffix=".pgc", dir=spool_dir)
-    spool = Path(spool_name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            async for chunk in read_verified(located.storage, manifest, manifest.objects["dump"], progress, identity):
-                await asyncio.to_thread(handle.write, chunk)
-        yield spool
-    finally:
-        spool.unlink(missing_ok=True)
 
 
 def compare_object_counts(expected: dict[str, int], actual: dict[str, int]) -> list[str]:

@@ -29,16 +29,16 @@ from dbguardian.errors import BackupNotFound, DbguardianError
 from dbguardian.jobs.backup import target_config, target_storages
 from dbguardian.logs import get_logger
 from dbguardian.pipeline.process import Child
+from dbguardian.pipeline.read import spooled_archive
 from dbguardian.policy import DrillConfig, Policy, TargetConfig
 from dbguardian.postgres import ConnectionInfo, connected, connection_info, find_tool
 from dbguardian.restore import (
-    Located,
     admin_connection,
     compare_object_counts,
     create_database_like,
     drop_database,
+    read_options,
     server_major_of,
-    spooled_archive,
 )
 
 log = get_logger("dbguardian.drill")
@@ -212,7 +212,6 @@ async def _drill(
         raise BackupNotFound(f"target {target_name!r} has no valid backup to drill")
     record = pick_backup(records, config.pick if backup_id is None else "newest", config.recent, rng)
     storage = next(s for s in storages if s.name in record.storages)
-    located = Located(record, storage)
     manifest = record.manifest
     report.backup_id, report.storage = record.id, storage.name
     identity = config.identity_file if manifest.encryption is not None else None
@@ -224,7 +223,11 @@ async def _drill(
             await create_database_like(admin, scratch, manifest)
             try:
                 phase = time.monotonic()
-                async with spooled_archive(policy, located, identity) as spool:
+                spool_dir = policy.state_dir / "tmp"
+                options = read_options(manifest, identity)
+                dump = manifest.objects["dump"]
+                prefix = f"restore-{manifest.id}-"
+                async with spooled_archive(storage, dump, **options, spool_dir=spool_dir, prefix=prefix) as spool:
                     report.timings["fetch"] = round(time.monotonic() - phase, 3)
                     phase = time.monotonic()
                     pg_restore = await find_tool("pg_restore", server_major_of(manifest.server_version), policy.pg_bin_dirs)

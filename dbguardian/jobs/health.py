@@ -11,9 +11,9 @@ from dbguardian.errors import DbguardianError
 from dbguardian.health import BackupFact, TargetFacts, Verdict, evaluate
 from dbguardian.jobs.backup import target_config, target_storages
 from dbguardian.logs import get_logger
+from dbguardian.pipeline.read import stored_bytes
 from dbguardian.policy import Policy
 from dbguardian.postgres import connected, connection_info
-from dbguardian.restore import stored_bytes
 from dbguardian.schedule import catch_up_plan, job_specs
 from dbguardian.state import last_attempt, read_json, write_json
 from dbguardian.storage import Storage

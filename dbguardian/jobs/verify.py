@@ -8,8 +8,8 @@ from dbguardian.catalog import list_backups
 from dbguardian.errors import DbguardianError, UsageError
 from dbguardian.jobs.backup import target_config, target_storages
 from dbguardian.logs import get_logger
+from dbguardian.pipeline.read import stored_bytes
 from dbguardian.policy import Policy
-from dbguardian.restore import stored_bytes
 
 log = get_logger("dbguardian.verify")
 
