@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from dbguardian.cli.demo import load_sample_data
-from dbguardian.devcluster import DevCluster, short_tempdir
+from dbguardian.throwaway import ThrowawayCluster, short_tempdir
 
 if TYPE_CHECKING:
     from tests.support.daemon import DaemonProcess
@@ -27,7 +27,7 @@ BACKUP_ROLE = "backup"
 
 @dataclass
 class Postgres:
-    cluster: DevCluster
+    cluster: ThrowawayCluster
     password: str
     password_file: Path
 
@@ -41,7 +41,7 @@ class Postgres:
 @pytest.fixture(scope="session")
 def pg() -> Iterator[Postgres]:
     base = short_tempdir("dbgt-")
-    cluster = DevCluster(base / "pg").start()
+    cluster = ThrowawayCluster(base / "pg").start()
     password = secrets.token_urlsafe(12)
     password_file = base / "backup.password"
     password_file.write_text(password + "\n")

@@ -16,15 +16,15 @@ from dbguardian.catalog import list_backups
 from dbguardian.cli.common import run_async
 from dbguardian.daemon import run_daemon
 from dbguardian.dbfacts import content_checksums
-from dbguardian.devcluster import DevCluster, free_port, short_tempdir
 from dbguardian.jobs.backup import run_backup, target_storages
 from dbguardian.policy import Policy, load_policy
 from dbguardian.postgres import connected, connection_info
 from dbguardian.restore import restore, validate
+from dbguardian.throwaway import ThrowawayCluster, free_port, short_tempdir
 from dbguardian.units import format_size
 
 
-def write_demo_policy(workdir: Path, cluster: DevCluster, password_file: Path, metrics_port: int) -> Path:
+def write_demo_policy(workdir: Path, cluster: ThrowawayCluster, password_file: Path, metrics_port: int) -> Path:
     policy = {
         "version": 1,
         "state_dir": str(workdir / "state"),
@@ -48,7 +48,7 @@ def write_demo_policy(workdir: Path, cluster: DevCluster, password_file: Path, m
     return path
 
 
-def load_sample_data(cluster: DevCluster, database: str, owner: str) -> None:
+def load_sample_data(cluster: ThrowawayCluster, database: str, owner: str) -> None:
     sql = resources.files("dbguardian").joinpath("sample_data.sql").read_text()
     cluster.psql(f'SET ROLE "{owner}";\n{sql}', database=database)
 
@@ -87,7 +87,7 @@ def command(workdir: Path | None, keep: bool, daemon_seconds: float | None) -> N
     """Throwaway PostgreSQL with sample data: back up, list, restore, verify; then run the daemon."""
     base = workdir or short_tempdir("dbguardian-demo-")
     base.mkdir(parents=True, exist_ok=True)
-    cluster = DevCluster(base / "pg")
+    cluster = ThrowawayCluster(base / "pg")
     click.secho(f"== starting a throwaway PostgreSQL in {base} (port {cluster.port})", bold=True)
     cluster.start()
     try:

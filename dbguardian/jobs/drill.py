@@ -11,7 +11,6 @@ import contextlib
 import json
 import random
 import secrets
-import shutil
 import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
@@ -23,7 +22,6 @@ import asyncpg
 
 from dbguardian.catalog import SAFETY_TIER, Manifest, list_backups
 from dbguardian.dbfacts import compare_counts, count_rows, object_counts
-from dbguardian.devcluster import DevCluster, find_server_bin, short_tempdir
 from dbguardian.drill import judge, pick_backup, scratch_name
 from dbguardian.errors import BackupNotFound, DbguardianError
 from dbguardian.jobs.backup import target_config, target_storages
@@ -40,6 +38,7 @@ from dbguardian.restore import (
     read_options,
     server_major_of,
 )
+from dbguardian.scratch import throwaway_server
 
 log = get_logger("dbguardian.drill")
 
@@ -95,23 +94,8 @@ async def drill_server(target: TargetConfig, config: DrillConfig, manifest: Mani
     if config.mode == "server":
         yield _drill_connection(target, config)
         return
-    cluster = DevCluster(short_tempdir("dbg-drill-"), bin_dir=find_server_bin(server_major_of(manifest.server_version)))
-    try:
-        await asyncio.to_thread(cluster.start)
-        yield ConnectionInfo(
-            dsn=f"postgresql://postgres@/postgres?host={cluster.socket_dir}&port={cluster.port}",
-            password=None,
-            database="postgres",
-        )
-    finally:
-        await asyncio.shield(asyncio.to_thread(_remove_cluster, cluster))
-
-
-def _remove_cluster(cluster: DevCluster) -> None:
-    cluster.stop()
-    # Only ever the directory drill_server created (short_tempdir("dbg-drill-")), nothing around it.
-    if cluster.base.name.startswith("dbg-drill-"):
-        shutil.rmtree(cluster.base, ignore_errors=True)
+    async with throwaway_server(server_major_of(manifest.server_version), prefix="dbg-drill-") as server:
+        yield server
 
 
 async def _user_checks(connection: asyncpg.Connection, config: DrillConfig) -> list[CheckResult]:

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from dbguardian.devcluster import free_port
+from dbguardian.throwaway import free_port
 from tests.conftest import PolicyFactory
 from tests.support.daemon import DaemonProcess
 from tests.support.pg import backup

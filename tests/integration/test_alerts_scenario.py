@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from dbguardian.devcluster import free_port
+from dbguardian.throwaway import free_port
 from tests.conftest import PolicyFactory, run_cli
 from tests.support.daemon import DaemonProcess
 from tests.support.pg import backup

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 import yaml
 
-from dbguardian.devcluster import free_port
+from dbguardian.throwaway import free_port
 from tests.conftest import PolicyFactory, Postgres, backup_dir
+from tests.integration.test_failures import TableLock, files_under, wait_for_blocked_dump
 from tests.support.daemon import DaemonProcess, NotifyListener
 from tests.support.pg import listed
-from tests.integration.test_failures import TableLock, files_under, wait_for_blocked_dump
 
 
 @pytest.fixture

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from dbguardian.devcluster import free_port
 from dbguardian.drill import judge, pick_backup, scratch_name
+from dbguardian.throwaway import free_port
 from tests.conftest import PolicyFactory, Postgres, backup_dir, cli_env, run_cli
 from tests.support.daemon import DaemonProcess
 from tests.support.pg import backup

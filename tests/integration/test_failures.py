@@ -205,7 +205,7 @@ def test_wrong_password(pg: Postgres, database: str, make_policy: PolicyFactory,
 
 
 def test_password_in_dsn_is_never_printed(pg: Postgres, database: str, make_policy: PolicyFactory) -> None:
-    from dbguardian.devcluster import free_port
+    from dbguardian.throwaway import free_port
 
     port = free_port()
     policy = make_policy(database, dsn=f"postgresql://backup:hunter2secret@127.0.0.1:{port}/{database}", password_file=None)

@@ -8,10 +8,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dbguardian.devcluster import free_port
+from dbguardian.throwaway import free_port
 from tests.conftest import PolicyFactory, Postgres, run_cli
-from tests.support.pg import checksums, listed
 from tests.storage.conftest import MotoServer
+from tests.support.pg import checksums, listed
 
 
 def s3_policy(make_policy: PolicyFactory, database: str, tmp_path: Path, moto: MotoServer, bucket: str,

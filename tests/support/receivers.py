@@ -13,7 +13,7 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from dbguardian.devcluster import free_port
+from dbguardian.throwaway import free_port
 
 
 class HttpReceiver:

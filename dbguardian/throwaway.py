@@ -1,4 +1,5 @@
-"""A throwaway PostgreSQL cluster (initdb + pg_ctl) for the demo, the tests and local work.
+"""Throw-away PostgreSQL clusters (initdb + pg_ctl): for restore drills in production (``drill.mode:
+local_cluster``), the demo, the tests and local work.
 
 Runs the server as the ``postgres`` OS user when dbguardian runs as root (PostgreSQL refuses root).
 Local connections over the unix socket are trusted for the bootstrap superuser; TCP connections
@@ -7,7 +8,6 @@ need a password (scram-sha-256), like a real server.
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import os
 import pwd
@@ -44,7 +44,7 @@ def free_port() -> int:
 
 
 @dataclass
-class DevCluster:
+class ThrowawayCluster:
     """Start with :meth:`start`, stop with :meth:`stop`; everything lives under ``base``."""
 
     base: Path
@@ -79,7 +79,7 @@ class DevCluster:
             raise ToolError(f"{Path(argv[0]).name} failed: {(result.stderr or result.stdout).strip()[-500:]}")
         return result  # type: ignore[no-any-return]
 
-    def start(self) -> DevCluster:
+    def start(self) -> ThrowawayCluster:
         if len(str(self.socket_dir)) > 90:
             raise ToolError(f"socket directory path too long for a unix socket: {self.socket_dir}")
         self.socket_dir.mkdir(parents=True, exist_ok=True)
@@ -103,7 +103,7 @@ class DevCluster:
             )  # fmt: skip
             with (self.data_dir / "postgresql.conf").open("a") as conf:
                 conf.write(
-                    "\n# devcluster\n"
+                    "\n# dbguardian throw-away cluster\n"
                     f"listen_addresses = '127.0.0.1'\nport = {self.port}\n"
                     f"unix_socket_directories = '{self.socket_dir}'\n"
                     "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
@@ -130,10 +130,14 @@ class DevCluster:
         )
         return self
 
-    def stop(self) -> None:
+    def stop(self, *, strict: bool = False) -> None:
+        """Stop the server (immediate mode). ``strict``: raise if pg_ctl fails instead of ignoring it."""
         if (self.data_dir / "postmaster.pid").exists():
-            with contextlib.suppress(ToolError):
+            try:
                 self._run([str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m", "immediate", "-w", "stop"])
+            except ToolError:
+                if strict:
+                    raise
 
     def psql(self, sql: str, database: str = "postgres") -> str:
         """Run SQL as the superuser over the unix socket; returns unaligned output."""
@@ -161,7 +165,7 @@ def short_tempdir(prefix: str = "dbg-") -> Path:
     return path
 
 
-def wait_ready(cluster: DevCluster, timeout: float = 30) -> None:
+def wait_ready(cluster: ThrowawayCluster, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
