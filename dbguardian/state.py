@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from dbguardian.cleanup import cleanup_failed
 from dbguardian.logs import get_logger
 
 log = get_logger("dbguardian.state")
@@ -40,11 +40,11 @@ def _attempt_path(state_dir: Path, target: str) -> Path:
 
 def record_attempt(state_dir: Path, target: str, tier: str, at: datetime, result: str, error: str | None = None) -> None:
     """Remember the outcome of the target's latest backup attempt (retention pauses after a failure)."""
-    with contextlib.suppress(OSError):  # a read-only state dir must not turn a good backup into a failure
-        write_json(
-            _attempt_path(state_dir, target),
-            {"last_attempt": {"tier": tier, "at": at.isoformat(), "result": result, "error": error}},
-        )
+    path = _attempt_path(state_dir, target)
+    try:
+        write_json(path, {"last_attempt": {"tier": tier, "at": at.isoformat(), "result": result, "error": error}})
+    except OSError as failure:  # a read-only state dir must not turn a good backup into a failure; but say so
+        cleanup_failed("attempt_record", failure, path=str(path), target=target)
 
 
 def last_attempt(state_dir: Path, target: str) -> dict[str, Any] | None:

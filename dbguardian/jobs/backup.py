@@ -4,7 +4,6 @@ storage of the target, manifest last."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import time
 from collections.abc import Callable, Sequence
@@ -14,6 +13,7 @@ import asyncpg
 
 from dbguardian import __version__
 from dbguardian.catalog import Manifest, TableCount, commit_manifest, new_backup_id, object_key, remove_leftovers
+from dbguardian.cleanup import cleanup_failed
 from dbguardian.dbfacts import count_rows, object_counts, server_facts
 from dbguardian.errors import DatabaseError, OperationError, UsageError
 from dbguardian.logs import get_logger, redact_text
@@ -238,9 +238,11 @@ async def backup_database(
 async def discard_objects(storages: Sequence[Storage], target_name: str, backup_id: str) -> None:
     """Best-effort removal of everything a failed run wrote; later runs catch what this misses."""
     for storage in storages:
-        with contextlib.suppress(Exception):
+        try:
             for info in await storage.list(f"{target_name}/{backup_id}/"):
                 await storage.delete(info.key)
+        except Exception as error:  # any storage failure: reported, and the caller's own error stays the one raised
+            cleanup_failed("backup_objects", error, storage=storage.name, backup=f"{target_name}/{backup_id}")
 
 
 def _root_cause(group: BaseExceptionGroup[BaseException]) -> BaseException:
