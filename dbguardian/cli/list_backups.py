@@ -4,7 +4,7 @@ import json
 
 import click
 
-from dbguardian.catalog import list_backups
+from dbguardian.catalog.service import Catalog
 from dbguardian.cli.common import policy_from, run_async
 from dbguardian.jobs.backup import target_config
 from dbguardian.storage import open_storage
@@ -27,7 +27,7 @@ def command(ctx: click.Context, target: str | None, as_json: bool) -> None:
     )
     storages = [open_storage(name, policy.storage[name]) for name in names]
     targets = [target] if target else sorted(policy.targets)
-    records = [record for record in run_async(lambda: list_backups(storages, target)) if record.manifest.target in targets]
+    records = [record for record in run_async(lambda: Catalog(storages).backups(target)) if record.target in targets]
     if as_json:
         click.echo(json.dumps([record.to_json() for record in records], indent=2))
         return

@@ -12,7 +12,10 @@ from datetime import UTC, datetime
 import asyncpg
 
 from dbguardian import __version__
-from dbguardian.catalog import Manifest, TableCount, commit_manifest, new_backup_id, object_key, remove_leftovers
+from dbguardian.catalog import keys
+from dbguardian.catalog.leftovers import remove_leftovers
+from dbguardian.catalog.manifest import Compression, Encryption, LogicalManifest, TableCount
+from dbguardian.catalog.service import commit_manifest
 from dbguardian.cleanup import cleanup_failed
 from dbguardian.dbfacts import count_rows, object_counts, server_facts
 from dbguardian.errors import DatabaseError, OperationError, UsageError
@@ -38,7 +41,7 @@ def utcnow() -> datetime:
 class PartialBackup(OperationError):
     """The backup is valid on some storages and failed on others (the run still fails: exit 1)."""
 
-    def __init__(self, manifest: Manifest, failures: dict[str, str]) -> None:
+    def __init__(self, manifest: LogicalManifest, failures: dict[str, str]) -> None:
         self.manifest = manifest
         self.failures = failures
         detail = "; ".join(f"{name}: {reason}" for name, reason in failures.items())
@@ -99,7 +102,7 @@ async def backup_database(
     info: ConnectionInfo,
     *,
     clock: Clock = utcnow,
-) -> Manifest:
+) -> LogicalManifest:
     """Back up the database ``info`` points at, cataloguing it under ``target_name``/``tier``.
 
     Raises :class:`PartialBackup` (after committing where it could) when some storages failed.
@@ -109,7 +112,7 @@ async def backup_database(
     storages = list(all_storages)
     started_at = clock()
     started = time.monotonic()
-    backup_id = new_backup_id(started_at)
+    backup_id = keys.new_backup_id(started_at)
     log.info("backup started", target=target_name, tier=tier, id=backup_id, database=info.database)
     for storage in all_storages:
         try:
@@ -127,7 +130,7 @@ async def backup_database(
             pg_dump = await find_tool("pg_dump", major, policy.pg_bin_dirs)
             counts: list[TableCount] = []
             kinds: dict[str, int] = {}
-            dump_key = object_key(target_name, backup_id, "dump.pgc" + suffix)
+            dump_key = keys.dump_key(target_name, backup_id, suffix)
             async with connection.transaction(isolation="repeatable_read", readonly=True):
                 snapshot = await connection.fetchval("SELECT pg_export_snapshot()")
                 argv = [pg_dump.path, "--format=custom", "--compress=0", f"--snapshot={snapshot}", "--no-password"]
@@ -164,14 +167,14 @@ async def backup_database(
             objects = {"dump": dump_result.stored}
             if target.globals:
                 superuser = bool(await connection.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"))
-                globals_key = object_key(target_name, backup_id, "globals.sql" + suffix)
+                globals_key = keys.globals_key(target_name, backup_id, suffix)
                 globals_result = await _dump_globals(policy, info, major, superuser, target, storages, globals_key)
                 failures.update(globals_result.failures)
                 storages = [storage for storage in storages if storage.name in globals_result.committed]
                 objects["globals"] = globals_result.stored.model_copy(update={"role_passwords": superuser})
 
         encryption = dump_result.encryption
-        manifest = Manifest(
+        manifest = LogicalManifest(
             id=backup_id,
             target=target_name,
             tier=tier,
@@ -186,8 +189,8 @@ async def backup_database(
             raw_size_bytes=dump_result.stored.raw_size_bytes,
             size_bytes=dump_result.stored.size_bytes,
             sha256=dump_result.stored.sha256,
-            compression={"algorithm": target.compression.algorithm, "level": target.compression.effective_level},
-            encryption=None if encryption is None else {"method": encryption.method, "recipients": encryption.recipients},
+            compression=Compression(algorithm=target.compression.algorithm, level=target.compression.effective_level),
+            encryption=None if encryption is None else Encryption.model_validate(encryption, from_attributes=True),
             storage=[storage.name for storage in storages],
             objects=objects,
             tables=counts,
@@ -239,7 +242,7 @@ async def discard_objects(storages: Sequence[Storage], target_name: str, backup_
     """Best-effort removal of everything a failed run wrote; later runs catch what this misses."""
     for storage in storages:
         try:
-            for info in await storage.list(f"{target_name}/{backup_id}/"):
+            for info in await storage.list(keys.backup_prefix(target_name, backup_id)):
                 await storage.delete(info.key)
         except Exception as error:  # any storage failure: reported, and the caller's own error stays the one raised
             cleanup_failed("backup_objects", error, storage=storage.name, backup=f"{target_name}/{backup_id}")
@@ -262,7 +265,7 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
     return found
 
 
-async def run_backup(policy: Policy, target_name: str, tier: str = "manual", *, clock: Clock = utcnow) -> Manifest:
+async def run_backup(policy: Policy, target_name: str, tier: str = "manual", *, clock: Clock = utcnow) -> LogicalManifest:
     """Back up a target and record the attempt's outcome in ``state_dir`` (retention reads it)."""
     target = target_config(policy, target_name)
     attempted_at = clock()

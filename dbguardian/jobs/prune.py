@@ -10,7 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from dbguardian.catalog import MANIFEST_NAME, list_backups, manifest_key, remove_leftovers
+from dbguardian.catalog import keys
+from dbguardian.catalog.leftovers import remove_leftovers
+from dbguardian.catalog.service import Catalog
 from dbguardian.errors import DbguardianError
 from dbguardian.jobs.backup import target_config, target_storages
 from dbguardian.logs import get_logger
@@ -45,9 +47,10 @@ def rules_for(policy: Policy, target_name: str, storage_name: str) -> Rules:
 
 
 async def delete_backup(storage: Storage, target: str, backup_id: str) -> None:
-    await storage.delete(manifest_key(target, backup_id))
-    for info in await storage.list(f"{target}/{backup_id}/"):
-        if not info.key.endswith("/" + MANIFEST_NAME):
+    """Manifest first (the backup stops existing for every reader at once), then its data objects."""
+    await storage.delete(keys.manifest_key(target, backup_id))
+    for info in await storage.list(keys.backup_prefix(target, backup_id)):
+        if not (parsed := keys.parse_backup_key(info.key)) or not parsed.is_manifest:
             await storage.delete(info.key)
 
 
@@ -76,7 +79,7 @@ async def _prune_storage(
     dry_run: bool,
     result: PruneResult,
 ) -> None:
-    records = await list_backups([storage], target_name)
+    records = await Catalog([storage]).backups(target_name)
     facts = [BackupFacts(r.id, r.manifest.target, r.manifest.tier, r.manifest.started_at) for r in records]
     decisions = plan(facts, target_name, storage.name, rules_for(policy, target_name, storage.name), now,
                      last_attempt_failed=failed)  # fmt: skip

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dbguardian.catalog import list_backups
-from dbguardian.errors import DbguardianError, UsageError
+from dbguardian.catalog.service import AnyBackup, Catalog, select
+from dbguardian.errors import BackupNotFound, DbguardianError, UsageError
 from dbguardian.jobs.backup import target_config, target_storages
 from dbguardian.logs import get_logger
 from dbguardian.pipeline.read import stored_bytes
@@ -31,13 +31,12 @@ async def verify(policy: Policy, target_name: str, reference: str = "latest", *,
     found_any = False
     for storage in target_storages(policy, target):
         try:
-            records = await list_backups([storage], target_name)
+            records = await Catalog([storage]).backups(target_name, strict=True)
         except DbguardianError as error:
             results.append(ObjectCheck("-", storage.name, "-", 0, False, f"cannot list: {error}"))
             continue
         if not every:
-            regular = [r for r in records if r.manifest.tier != "safety"]
-            records = [r for r in records if r.id == reference] if reference != "latest" else regular[:1]
+            records = _chosen(records, target_name, reference)
         for record in records:
             found_any = True
             for stored in record.manifest.objects.values():
@@ -53,3 +52,11 @@ async def verify(policy: Policy, target_name: str, reference: str = "latest", *,
         what = "backups" if every else f"backup {reference!r}"
         raise UsageError(f"target {target_name!r} has no {what} to verify")
     return results
+
+
+def _chosen(records: list[AnyBackup], target: str, reference: str) -> list[AnyBackup]:
+    """The backup ``reference`` names on one storage (``latest``: that storage's newest non-safety one)."""
+    try:
+        return [select(records, target, reference)]
+    except BackupNotFound:
+        return []
