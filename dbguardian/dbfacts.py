@@ -111,6 +111,15 @@ def compare_counts(expected: list[TableCount], actual: list[TableCount]) -> list
     return problems
 
 
+def compare_object_counts(expected: dict[str, int], actual: dict[str, int]) -> list[str]:
+    """Object kinds (tables, indexes, ...) whose count differs from ``expected`` (empty when equal)."""
+    return [
+        f"{kind}: {actual.get(kind, 0)}, expected {count}"
+        for kind, count in expected.items()
+        if actual.get(kind, 0) != count
+    ]
+
+
 async def content_checksums(connection: asyncpg.Connection) -> dict[str, str]:
     """md5 of every table's rows (ordered by their text form), of large objects and of sequence values.
 

@@ -5,8 +5,11 @@ from pathlib import Path
 
 import click
 
+from dbguardian.catalog import SAFETY_TIER, Manifest
 from dbguardian.cli.common import policy_from, run_async
 from dbguardian.errors import UsageError
+from dbguardian.jobs.backup import backup_database
+from dbguardian.postgres import ConnectionInfo
 from dbguardian.restore import restore, validate
 from dbguardian.units import format_size
 
@@ -67,6 +70,10 @@ def command(
         return
     if not into:
         raise UsageError("restore needs --into DBNAME (or --validate-only)")
+
+    async def safety_backup(database: ConnectionInfo) -> Manifest:
+        return await backup_database(policy, target, SAFETY_TIER, database)
+
     result = run_async(
         lambda: restore(
             policy,
@@ -78,6 +85,7 @@ def command(
             no_owner=no_owner,
             from_storage=from_storage,
             identity=identity,
+            safety_backup=safety_backup,
         )
     )
     if as_json:

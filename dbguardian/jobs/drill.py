@@ -21,34 +21,19 @@ from typing import Any
 import asyncpg
 
 from dbguardian.catalog import SAFETY_TIER, Manifest, list_backups
-from dbguardian.dbfacts import compare_counts, count_rows, object_counts
+from dbguardian.cleanup import cleanup_failed
 from dbguardian.drill import judge, pick_backup, scratch_name
 from dbguardian.errors import BackupNotFound, DbguardianError
 from dbguardian.jobs.backup import target_config, target_storages
 from dbguardian.logs import get_logger
-from dbguardian.pipeline.process import Child
-from dbguardian.pipeline.read import spooled_archive
 from dbguardian.policy import DrillConfig, Policy, TargetConfig
 from dbguardian.postgres import ConnectionInfo, connected, connection_info, find_tool
-from dbguardian.restore import (
-    admin_connection,
-    compare_object_counts,
-    create_database_like,
-    drop_database,
-    read_options,
-    server_major_of,
-)
-from dbguardian.scratch import throwaway_server
+from dbguardian.restore import Located, server_major_of
+from dbguardian.restore.pg_restore import archive, run_pg_restore
+from dbguardian.restore.verify import CheckResult, verify_counts
+from dbguardian.scratch import admin_session, scratch_database, throwaway_server
 
 log = get_logger("dbguardian.drill")
-
-
-@dataclass
-class CheckResult:
-    name: str
-    ok: bool
-    observed: str
-    expected: str
 
 
 @dataclass
@@ -130,26 +115,7 @@ async def _amcheck(connection: asyncpg.Connection) -> CheckResult:
 
 async def _verify(info: ConnectionInfo, manifest: Manifest, config: DrillConfig) -> list[CheckResult]:
     async with connected(info) as connection:
-        actual = await count_rows(connection)
-        kinds = await object_counts(connection)
-        count_problems = compare_counts(manifest.tables, actual)
-        results = [
-            CheckResult(
-                "row counts",
-                not count_problems,
-                "; ".join(count_problems) or f"{len(actual)} tables, {sum(c.rows for c in actual)} rows as at dump time",
-                "every table's row count equals the manifest's",
-            )
-        ]
-        kind_problems = compare_object_counts(manifest.object_counts, kinds)
-        results.append(
-            CheckResult(
-                "object counts",
-                not kind_problems,
-                "; ".join(kind_problems) or ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())),
-                "tables, sequences, indexes, views and functions as in the manifest",
-            )
-        )
+        results = (await verify_counts(connection, manifest)).checks
         results += await _user_checks(connection, config)
         if config.amcheck:
             results.append(await _amcheck(connection))
@@ -199,34 +165,23 @@ async def _drill(
     manifest = record.manifest
     report.backup_id, report.storage = record.id, storage.name
     identity = config.identity_file if manifest.encryption is not None else None
-    async with drill_server(target, config, manifest) as server:
-        scratch = scratch_name(target_name, secrets.token_hex(4))
-        report.database = scratch
-        admin = await admin_connection(server)
-        try:
-            await create_database_like(admin, scratch, manifest)
-            try:
-                phase = time.monotonic()
-                spool_dir = policy.state_dir / "tmp"
-                options = read_options(manifest, identity)
-                dump = manifest.objects["dump"]
-                prefix = f"restore-{manifest.id}-"
-                async with spooled_archive(storage, dump, **options, spool_dir=spool_dir, prefix=prefix) as spool:
-                    report.timings["fetch"] = round(time.monotonic() - phase, 3)
-                    phase = time.monotonic()
-                    pg_restore = await find_tool("pg_restore", server_major_of(manifest.server_version), policy.pg_bin_dirs)
-                    argv = [pg_restore.path, "--no-password", "--exit-on-error", "--no-owner", "--no-privileges",
-                            f"--jobs={config.jobs}", f"--dbname={scratch}", str(spool)]  # fmt: skip
-                    async with Child(argv, env=server.with_database(scratch).libpq_env(), stdout=False) as child:
-                        await child.wait_checked()
-                    report.timings["restore"] = round(time.monotonic() - phase, 3)
-                phase = time.monotonic()
-                report.checks = await _verify(server.with_database(scratch), manifest, config)
-                report.timings["verify"] = round(time.monotonic() - phase, 3)
-            finally:
-                await asyncio.shield(drop_database(admin, scratch))
-        finally:
-            await asyncio.shield(admin.close())
+    pg_restore = await find_tool("pg_restore", server_major_of(manifest.server_version), policy.pg_bin_dirs)
+    async with (
+        drill_server(target, config, manifest) as server,
+        admin_session(server) as admin,
+        scratch_database(admin, server, scratch_name(target_name, secrets.token_hex(4)), manifest) as scratch,
+    ):
+        report.database = scratch.name
+        phase = time.monotonic()
+        # Spooled, so that fetching and restoring are timed apart (and --jobs can apply).
+        async with archive(Located(record, storage), identity=identity, spool_dir=policy.state_dir / "tmp") as spool:
+            report.timings["fetch"] = round(time.monotonic() - phase, 3)
+            phase = time.monotonic()
+            await run_pg_restore(pg_restore.path, scratch.info, spool, jobs=config.jobs, no_owner=True, no_privileges=True)
+            report.timings["restore"] = round(time.monotonic() - phase, 3)
+        phase = time.monotonic()
+        report.checks = await _verify(scratch.info, manifest, config)
+        report.timings["verify"] = round(time.monotonic() - phase, 3)
 
 
 def _finish(policy: Policy, report: DrillReport, started: float) -> None:
@@ -245,11 +200,14 @@ def history_path(policy: Policy) -> Path:
 
 
 def record_history(policy: Policy, report: DrillReport) -> None:
+    """Append the report to the history; a failure to write it is logged and counted, not raised."""
     path = history_path(policy)
-    with contextlib.suppress(OSError):
+    try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a") as handle:
             handle.write(json.dumps(report.to_json()) + "\n")
+    except OSError as error:
+        cleanup_failed("drill_history", error, path=str(path), target=report.target)
 
 
 def read_history(policy: Policy, target: str | None = None) -> list[dict[str, Any]]:

@@ -1,0 +1,151 @@
+"""Restore a logical (pg_dump) backup into a database: staging database → pg_restore → verify → rename.
+
+Data always lands in a scratch (staging) database first; only after pg_restore succeeded, the stored
+bytes matched the manifest's sha256 and every table's row count matched the manifest does the staging
+database take the requested name. A failed restore leaves the existing database untouched, and the
+staging database is dropped whatever happened (:mod:`dbguardian.scratch`).
+
+Replacing an existing database (``force``) takes a safety backup of it first. How that backup is
+taken is the caller's: restore sits below the jobs layer and is handed a ``safety_backup`` function.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+
+from dbguardian.catalog import Manifest
+from dbguardian.dbfacts import quote_ident
+from dbguardian.errors import OperationError, RestoreRefused, UsageError
+from dbguardian.logs import get_logger
+from dbguardian.pipeline.encrypt import identity_file
+from dbguardian.policy import Policy
+from dbguardian.postgres import ConnectionInfo, connected, connection_info, find_tool
+from dbguardian.progress import Progress
+from dbguardian.restore.locate import locate, server_major_of, target_config
+from dbguardian.restore.pg_restore import archive, run_pg_restore
+from dbguardian.restore.verify import verify_counts
+from dbguardian.scratch import MAX_DB_NAME, ScratchDatabase, admin_session, database_exists, drop_database, scratch_database
+
+log = get_logger("dbguardian.restore")
+
+SafetyBackup = Callable[[ConnectionInfo], Awaitable[Manifest]]
+"""Back up the database the connection points at (before it is replaced); returns the new backup's manifest."""
+
+
+@dataclass
+class RestoreReport:
+    backup_id: str
+    target: str
+    database: str
+    storage: str
+    mode: str
+    seconds: float
+    tables: int
+    rows: int
+    safety_backup_id: str | None = None
+    replaced_existing: bool = False
+
+
+def staging_name(into: str) -> str:
+    suffix = f"_dbg_restore_{secrets.token_hex(3)}"
+    return into[: MAX_DB_NAME - len(suffix)] + suffix
+
+
+async def restore(
+    policy: Policy,
+    target_name: str,
+    reference: str,
+    into: str,
+    *,
+    force: bool = False,
+    jobs: int = 1,
+    no_owner: bool = False,
+    from_storage: str | None = None,
+    identity: Path | None = None,
+    safety_backup: SafetyBackup | None = None,
+) -> RestoreReport:
+    """Restore backup ``reference`` of ``target_name`` into database ``into`` on the target's server.
+
+    An existing ``into`` is replaced only with ``force``, and only after ``safety_backup`` backed it up.
+    """
+    if not into or len(into) > MAX_DB_NAME:
+        raise UsageError(f"--into must be a database name of 1 to {MAX_DB_NAME} characters")
+    started = time.monotonic()
+    target = target_config(policy, target_name)
+    located = await locate(policy, target_name, reference, from_storage)
+    manifest = located.record.manifest
+    if manifest.encryption is not None:
+        identity = identity_file(identity)  # fail before touching any database
+    pg_restore = await find_tool("pg_restore", server_major_of(manifest.server_version), policy.pg_bin_dirs)
+    server = connection_info(target)
+    async with admin_session(server) as admin:
+        exists = await database_exists(admin, into)
+        if exists and not force:
+            raise RestoreRefused(
+                f"database {into!r} already exists; pass --force to replace it (a safety backup is taken first)"
+            )
+        if exists and safety_backup is None:
+            raise RestoreRefused(f"database {into!r} exists and no safety backup can be taken here; not replacing it")
+        safety_id = None
+        if exists and safety_backup is not None:
+            safety_id = (await safety_backup(server.with_database(into))).id
+            log.info("safety backup taken before replacing", database=into, id=safety_id)
+        async with scratch_database(admin, server, staging_name(into), manifest) as staging:
+            log.info("restore started", target=target_name, id=manifest.id, storage=located.storage.name,
+                     staging=staging.name)  # fmt: skip
+            progress = Progress(f"restore {manifest.id}", manifest.objects["dump"].size_bytes)
+            # One job streams straight into pg_restore (no copy on disk); parallel jobs need a seekable file.
+            spool_dir = policy.state_dir / "tmp" if jobs > 1 else None
+            async with archive(located, identity=identity, spool_dir=spool_dir, progress=progress) as source:
+                mode = await run_pg_restore(pg_restore.path, staging.info, source, jobs=jobs, no_owner=no_owner)
+            progress.finish()
+            async with connected(staging.info) as connection:
+                verdict = await verify_counts(connection, manifest)
+            verdict.raise_for_mismatch()
+            await _swap_into_place(staging, into, exists)
+    report = RestoreReport(
+        backup_id=manifest.id,
+        target=target_name,
+        database=into,
+        storage=located.storage.name,
+        mode=mode,
+        seconds=round(time.monotonic() - started, 3),
+        tables=verdict.tables,
+        rows=verdict.rows,
+        safety_backup_id=safety_id,
+        replaced_existing=exists,
+    )
+    log.info("restore finished", **report.__dict__)
+    return report
+
+
+async def _swap_into_place(staging: ScratchDatabase, into: str, replace: bool) -> None:
+    """Rename the verified staging database to ``into``; an existing ``into`` is retired, then dropped."""
+    admin: asyncpg.Connection = staging.admin
+    retired = staging_name(into + "_old")
+    try:
+        if replace:
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+                into,
+            )
+            await admin.execute(f"ALTER DATABASE {quote_ident(into)} RENAME TO {quote_ident(retired)}")
+            try:
+                await admin.execute(f"ALTER DATABASE {quote_ident(staging.name)} RENAME TO {quote_ident(into)}")
+            except asyncpg.PostgresError:
+                await admin.execute(f"ALTER DATABASE {quote_ident(retired)} RENAME TO {quote_ident(into)}")
+                raise
+        else:
+            await admin.execute(f"ALTER DATABASE {quote_ident(staging.name)} RENAME TO {quote_ident(into)}")
+    except asyncpg.PostgresError as error:
+        raise OperationError(f"cannot move the restored database into place as {into!r}: {error}") from None
+    staging.keep()  # it is ``into`` now
+    if replace:
+        # The restore has succeeded; a retired copy that cannot be dropped is logged and counted, not fatal.
+        await drop_database(admin, retired, staging.server)
