@@ -165,3 +165,36 @@ def test_runbook_has_a_section_per_alert_and_no_orphans() -> None:
     alerts = {slug(str(rule["alert"])) for rule in alert_rules()}
     sections = {anchor for anchor in runbook_anchors() if anchor.startswith("dbguardian")}
     assert sections == alerts
+
+
+# ------------------------------------------------------------------------------------------ links
+
+_LINK = re.compile(r"\]\(([^)\s]*)\)")
+
+
+def markdown_files() -> list[Path]:
+    return [REPO / "README.md", REPO / "bench" / "README.md", *sorted(DOCS.rglob("*.md"))]
+
+
+def headings(path: Path) -> set[str]:
+    return {slug(line.lstrip("#")) for line in path.read_text().splitlines() if re.match(r"^#{1,6} ", line)}
+
+
+@pytest.mark.parametrize("path", markdown_files(), ids=lambda path: str(path.relative_to(REPO)))
+def test_relative_links_land_on_files_and_sections(path: Path) -> None:
+    for target in _LINK.findall(path.read_text()):
+        if target.startswith(("http://", "https://", "mailto:")):
+            continue
+        file_part, _, anchor = target.partition("#")
+        linked = (path.parent / file_part).resolve() if file_part else path
+        assert linked.exists(), f"{path.relative_to(REPO)} links to a missing {target}"
+        if anchor:
+            assert anchor in headings(linked), f"{path.relative_to(REPO)} links to a missing section {target}"
+
+
+def test_readme_starts_with_the_two_commands_and_stays_short() -> None:
+    lines = (REPO / "README.md").read_text().splitlines()
+    assert len(lines) <= 150
+    first_block = lines[lines.index("```sh") + 1 : lines.index("```")]
+    assert [line.split()[0] for line in first_block if not line.lstrip().startswith("#")] == ["scripts/demo", "scripts/test"]
+    assert 'scripts/test -m "not slow"' in "\n".join(lines)
