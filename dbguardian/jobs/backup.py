@@ -7,6 +7,7 @@ import asyncio
 import socket
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from datetime import UTC, datetime
 
 import asyncpg
@@ -14,11 +15,12 @@ import asyncpg
 from dbguardian import __version__
 from dbguardian.catalog import keys
 from dbguardian.catalog.leftovers import remove_leftovers
-from dbguardian.catalog.manifest import Compression, Encryption, LogicalManifest, TableCount
+from dbguardian.catalog.manifest import Compression, Encryption, LogicalManifest, StoredObject, TableCount
 from dbguardian.catalog.service import commit_manifest
 from dbguardian.cleanup import cleanup_failed
 from dbguardian.dbfacts import count_rows, object_counts, server_facts
 from dbguardian.errors import DatabaseError, OperationError, UsageError
+from dbguardian.jobs.codec import compression_stage, encryption_stage
 from dbguardian.logs import get_logger, redact_text
 from dbguardian.pipeline.process import Child
 from dbguardian.pipeline.sink import StreamResult, stream_to_storages
@@ -87,10 +89,10 @@ async def _dump_globals(
     async with Child(argv, env=info.libpq_env()) as child:
         return await stream_to_storages(
             child.stdout_chunks(),
-            target.compression,
             storages,
             key,
-            encryption=target.encryption,
+            compress=compression_stage(target.compression),
+            encrypt=encryption_stage(target.encryption),
             source_succeeded=child.wait_checked,
         )
 
@@ -145,11 +147,11 @@ async def backup_database(
                     async def dump() -> StreamResult:
                         return await stream_to_storages(
                             child.stdout_chunks(),
-                            target.compression,
                             storages,
                             dump_key,
                             progress,
-                            encryption=target.encryption,
+                            compress=compression_stage(target.compression),
+                            encrypt=encryption_stage(target.encryption),
                             source_succeeded=child.wait_checked,
                         )
 
@@ -164,14 +166,15 @@ async def backup_database(
                 dump_result = dump_task.result()
             failures.update(dump_result.failures)
             storages = [storage for storage in storages if storage.name in dump_result.committed]
-            objects = {"dump": dump_result.stored}
+            dump_stored = StoredObject(**asdict(dump_result.written))
+            objects = {"dump": dump_stored}
             if target.globals:
                 superuser = bool(await connection.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"))
                 globals_key = keys.globals_key(target_name, backup_id, suffix)
                 globals_result = await _dump_globals(policy, info, major, superuser, target, storages, globals_key)
                 failures.update(globals_result.failures)
                 storages = [storage for storage in storages if storage.name in globals_result.committed]
-                objects["globals"] = globals_result.stored.model_copy(update={"role_passwords": superuser})
+                objects["globals"] = StoredObject(**asdict(globals_result.written), role_passwords=superuser)
 
         encryption = dump_result.encryption
         manifest = LogicalManifest(
@@ -186,9 +189,9 @@ async def backup_database(
             started_at=started_at,
             finished_at=clock(),
             duration_seconds=round(time.monotonic() - started, 3),
-            raw_size_bytes=dump_result.stored.raw_size_bytes,
-            size_bytes=dump_result.stored.size_bytes,
-            sha256=dump_result.stored.sha256,
+            raw_size_bytes=dump_stored.raw_size_bytes,
+            size_bytes=dump_stored.size_bytes,
+            sha256=dump_stored.sha256,
             compression=Compression(algorithm=target.compression.algorithm, level=target.compression.effective_level),
             encryption=None if encryption is None else Encryption.model_validate(encryption, from_attributes=True),
             storage=[storage.name for storage in storages],

@@ -2,6 +2,8 @@
 
 The daemon only ever holds public keys, so neither the host nor the bucket owner can read old
 backups. GPG runs with a private, throw-away GNUPGHOME: the user's own keyring is never touched.
+An encryption stage reports what the manifest records (method, recipients) in ``info`` once its
+stream has started; callers build stages from plain values (the policy is not known here).
 """
 
 from __future__ import annotations
@@ -12,13 +14,13 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from dbguardian.errors import PipelineError, ToolError, UsageError
 from dbguardian.pipeline.streams import through_program
-from dbguardian.policy import AgeEncryptionConfig, EncryptionConfig, GpgEncryptionConfig
 
 IDENTITY_ENV = "DBGUARDIAN_IDENTITY_FILE"
 GPG_PASSPHRASE_ENV = "DBGUARDIAN_GPG_PASSPHRASE_FILE"  # noqa: S105 (names a file, holds no secret)
@@ -79,30 +81,55 @@ def _gpg_fingerprints(home: Path, recipients: list[str]) -> list[str]:
     return fingerprints
 
 
-async def encrypt_stream(
-    config: EncryptionConfig, chunks: AsyncIterator[bytes], info_out: list[EncryptionInfo]
-) -> AsyncIterator[bytes]:
-    """Encrypt ``chunks``; appends what the manifest should record to ``info_out`` once known."""
-    if isinstance(config, AgeEncryptionConfig):
+class Encryption(Protocol):
+    """An encrypting filter over a chunk stream; ``info`` is known once ``apply``'s stream has started."""
+
+    @property
+    def method(self) -> str: ...
+
+    @property
+    def info(self) -> EncryptionInfo | None: ...
+
+    def apply(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]: ...
+
+
+class AgeEncryption:
+    method = "age"
+
+    def __init__(self, recipients: Sequence[str]) -> None:
+        self.recipients = list(recipients)
+        self.info: EncryptionInfo | None = EncryptionInfo("age", list(recipients))
+
+    async def apply(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         argv = [_program("age"), "--encrypt"]
-        for recipient in config.recipients:
+        for recipient in self.recipients:
             argv += ["--recipient", recipient]
-        info_out.append(EncryptionInfo("age", list(config.recipients)))
         async for out in through_program(argv, chunks, what="age encryption"):
             yield out
-        return
-    assert isinstance(config, GpgEncryptionConfig)
-    with gnupg_home() as home:
-        if config.keyring is not None:
-            await asyncio.to_thread(_gpg, home, "--import", str(config.keyring))
-        fingerprints = await asyncio.to_thread(_gpg_fingerprints, home, config.recipients)
-        info_out.append(EncryptionInfo("gpg", fingerprints))
-        argv = [_program("gpg"), "--homedir", str(home), "--batch", "--no-tty", "--trust-model", "always",
-                "--compress-algo", "none", "--encrypt", "--output", "-"]  # fmt: skip
-        for fingerprint in fingerprints:
-            argv += ["--recipient", fingerprint]
-        async for out in through_program(argv, chunks, what="gpg encryption"):
-            yield out
+
+
+class GpgEncryption:
+    """Recipients are resolved to fingerprints (what the manifest records) from ``keyring`` when given."""
+
+    method = "gpg"
+
+    def __init__(self, recipients: Sequence[str], keyring: Path | None = None) -> None:
+        self.recipients = list(recipients)
+        self.keyring = keyring
+        self.info: EncryptionInfo | None = None
+
+    async def apply(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        with gnupg_home() as home:
+            if self.keyring is not None:
+                await asyncio.to_thread(_gpg, home, "--import", str(self.keyring))
+            fingerprints = await asyncio.to_thread(_gpg_fingerprints, home, self.recipients)
+            self.info = EncryptionInfo("gpg", fingerprints)
+            argv = [_program("gpg"), "--homedir", str(home), "--batch", "--no-tty", "--trust-model", "always",
+                    "--compress-algo", "none", "--encrypt", "--output", "-"]  # fmt: skip
+            for fingerprint in fingerprints:
+                argv += ["--recipient", fingerprint]
+            async for out in through_program(argv, chunks, what="gpg encryption"):
+                yield out
 
 
 def identity_file(explicit: Path | None) -> Path:

@@ -1,5 +1,8 @@
 """The write end of a backup: compress → encrypt (optional) → sha256 → every storage in parallel.
 
+The caller hands in ready-made stages (built from its policy) and gets back what was written (key,
+sizes, sha256, encryption info) to record as it sees fit.
+
 One stream feeds several destinations with backpressure (each chunk is written to all live
 destinations before the next one is produced, so a slow destination slows the stream and memory
 stays flat). A destination that fails is dropped and reported; the others carry on. If every
@@ -13,22 +16,31 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-from dbguardian.catalog import StoredObject
 from dbguardian.errors import StorageError
 from dbguardian.logs import get_logger
-from dbguardian.pipeline.encrypt import EncryptionInfo, encrypt_stream
-from dbguardian.pipeline.stages import Digest, compressor
-from dbguardian.pipeline.streams import ByteCounter, through_stage
-from dbguardian.policy import CompressionConfig, EncryptionConfig
+from dbguardian.pipeline.encrypt import Encryption, EncryptionInfo
+from dbguardian.pipeline.stages import Digest, Stage
+from dbguardian.pipeline.streams import through_stage
 from dbguardian.progress import Progress
 from dbguardian.storage.base import ObjectWriter, Storage
 
 log = get_logger("dbguardian.sink")
 
 
+@dataclass(frozen=True)
+class WrittenObject:
+    key: str
+    size_bytes: int
+    """As stored: compressed and encrypted."""
+    sha256: str
+    """Of the stored bytes."""
+    raw_size_bytes: int
+    """Of the source stream, before any stage."""
+
+
 @dataclass
 class StreamResult:
-    stored: StoredObject
+    written: WrittenObject
     committed: list[str]
     failures: dict[str, str] = field(default_factory=dict)
     encryption: EncryptionInfo | None = None
@@ -88,8 +100,14 @@ class FanOut:
         self.live.clear()
 
 
-async def _counted(chunks: AsyncIterator[bytes], progress: Progress | None) -> AsyncIterator[bytes]:
+@dataclass
+class _Tally:
+    size: int = 0
+
+
+async def _counted(chunks: AsyncIterator[bytes], raw: _Tally, progress: Progress | None) -> AsyncIterator[bytes]:
     async for chunk in chunks:
+        raw.size += len(chunk)
         if progress is not None:
             progress.advance(len(chunk))
         yield chunk
@@ -97,26 +115,24 @@ async def _counted(chunks: AsyncIterator[bytes], progress: Progress | None) -> A
 
 async def stream_to_storages(
     chunks: AsyncIterator[bytes],
-    compression: CompressionConfig,
     storages: Sequence[Storage],
     key: str,
     progress: Progress | None = None,
     *,
-    encryption: EncryptionConfig | None = None,
+    compress: Stage,
+    encrypt: Encryption | None = None,
     source_succeeded: Callable[[], Awaitable[None]] | None = None,
 ) -> StreamResult:
-    """Write ``chunks`` (compressed, maybe encrypted) to ``key`` on every storage; commit where it worked.
+    """Write ``chunks`` through ``compress`` and ``encrypt`` to ``key`` on every storage; commit where it worked.
 
     ``source_succeeded`` is awaited after the last chunk and before the commit; it raises if the
     producer (pg_dump) failed, so a truncated stream is never committed. On any failure or
     cancellation of the stream itself every writer is aborted: no partial object stays visible.
     """
-    raw = ByteCounter()
-    stage = compressor(compression.algorithm, compression.effective_level, compression.threads)
-    stream = through_stage(_counted(chunks, progress), stage, raw)
-    info: list[EncryptionInfo] = []
-    if encryption is not None:
-        stream = encrypt_stream(encryption, stream, info)
+    raw = _Tally()
+    stream = through_stage(_counted(chunks, raw, progress), compress)
+    if encrypt is not None:
+        stream = encrypt.apply(stream)
     digest = Digest()
     fanout = FanOut(key)
     try:
@@ -132,5 +148,5 @@ async def stream_to_storages(
     except BaseException:
         await asyncio.shield(fanout.abort())
         raise
-    stored = StoredObject(key=key, size_bytes=digest.size, sha256=digest.hexdigest(), raw_size_bytes=raw.size)
-    return StreamResult(stored, committed, dict(fanout.failures), info[0] if info else None)
+    written = WrittenObject(key=key, size_bytes=digest.size, sha256=digest.hexdigest(), raw_size_bytes=raw.size)
+    return StreamResult(written, committed, dict(fanout.failures), None if encrypt is None else encrypt.info)

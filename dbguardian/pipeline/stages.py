@@ -1,14 +1,18 @@
 """Chunk-to-chunk stages, chained by the caller (in the manner of httpx's decoders).
 
-A stage's ``feed(chunk)`` returns the bytes it can emit now (possibly empty) and ``flush()`` the rest
-at end of stream. Stages hold at most a bounded working buffer (zstd: its window and job buffers),
-never the whole stream.
+A stage's ``feed(chunk)`` takes the next input chunk and returns the output it can emit now
+(possibly empty). While ``pending`` is true, ``more()`` returns further output owed for input
+already fed; ``flush()`` returns the rest at end of stream. Every call returns at most
+``OUTPUT_STEP`` bytes for decompressors, so a small object that expands to gigabytes (a
+decompression bomb, or just very repetitive data) never sits in memory at once. Stages hold at most
+a bounded working buffer (zstd: its window and job buffers), never the whole stream.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import zlib
 from typing import Protocol
 
@@ -16,16 +20,36 @@ import zstandard
 
 from dbguardian.errors import PipelineError
 
+if sys.version_info >= (3, 14):
+    from compression import zstd as zstd_stream
+else:
+    from backports import zstd as zstd_stream
+
+OUTPUT_STEP = 1024 * 1024
+"""The most a decompressor returns per call: one pipe chunk's worth."""
+
 
 class Stage(Protocol):
+    @property
+    def pending(self) -> bool:
+        """True while ``more()`` may return output for input already fed."""
+        ...
+
     def feed(self, chunk: bytes) -> bytes: ...
+
+    def more(self) -> bytes: ...
 
     def flush(self) -> bytes: ...
 
 
 class Identity:
+    pending = False
+
     def feed(self, chunk: bytes) -> bytes:
         return chunk
+
+    def more(self) -> bytes:
+        return b""
 
     def flush(self) -> bytes:
         return b""
@@ -38,6 +62,7 @@ class ZstdCompress:
     # inputs and outputs of every job in flight: 1 MiB jobs kept peak RSS at ~80 MB instead of ~220 MB
     # on 300 MB of random text, and were faster on 2 CPUs, for the same output size (bench/README.md).
     JOB_SIZE = 1024 * 1024
+    pending = False
 
     def __init__(self, level: int, threads: int = 0, job_size: int = JOB_SIZE) -> None:
         workers = threads or os.cpu_count() or 1
@@ -47,64 +72,121 @@ class ZstdCompress:
         self._compressor = zstandard.ZstdCompressor(compression_params=params).compressobj()
 
     def feed(self, chunk: bytes) -> bytes:
-        return bytes(self._compressor.compress(chunk))
+        # Compression output is bounded by its input plus the jobs in flight: one call per chunk.
+        out: bytes = self._compressor.compress(chunk)
+        return out
+
+    def more(self) -> bytes:
+        return b""
 
     def flush(self) -> bytes:
-        return bytes(self._compressor.flush())
+        out: bytes = self._compressor.flush()
+        return out
 
 
 class ZstdDecompress:
-    def __init__(self) -> None:
-        self._decompressor = zstandard.ZstdDecompressor().decompressobj()
-        self._fed = False
+    """Decodes one or more concatenated zstd frames, at most ``OUTPUT_STEP`` bytes per call."""
+
+    def __init__(self, step: int = OUTPUT_STEP) -> None:
+        self._step = step
+        self._decoder = zstd_stream.ZstdDecompressor()
+        self._inside_frame = False
+        self._frames = 0
+        self._next_frame = b""  # input after a finished frame, not yet given to a decoder
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._next_frame) or not self._decoder.needs_input
 
     def feed(self, chunk: bytes) -> bytes:
-        self._fed = True
+        return self._decode(chunk)
+
+    def more(self) -> bytes:
+        data, self._next_frame = self._next_frame, b""
+        return self._decode(data)
+
+    def _decode(self, data: bytes) -> bytes:
         try:
-            return bytes(self._decompressor.decompress(chunk))
-        except zstandard.ZstdError as error:
+            while True:
+                if data:
+                    self._inside_frame = True
+                out = self._decoder.decompress(data, self._step)
+                data = b""
+                if self._decoder.eof:
+                    self._frames += 1
+                    self._inside_frame = False
+                    data = self._decoder.unused_data
+                    self._decoder = zstd_stream.ZstdDecompressor()
+                    if out and data:
+                        self._next_frame = data  # the next call starts the next frame
+                        return out
+                # Empty output while input remains (a skippable frame, a header) is no answer yet.
+                if out or (not data and self._decoder.needs_input):
+                    return out
+        except zstd_stream.ZstdError as error:
             raise PipelineError(f"corrupt zstd data: {error}") from None
 
     def flush(self) -> bytes:
         # A truncated stream leaves the frame unfinished: that is corruption, not a clean end.
-        if not self._decompressor.eof:
+        if self._inside_frame or not self._frames:
             raise PipelineError("truncated zstd data: the stream ended inside a frame")
         return b""
 
 
 class GzipCompress:
+    pending = False
+
     def __init__(self, level: int) -> None:
         self._compressor = zlib.compressobj(level, zlib.DEFLATED, 31)
 
     def feed(self, chunk: bytes) -> bytes:
         return self._compressor.compress(chunk)
 
+    def more(self) -> bytes:
+        return b""
+
     def flush(self) -> bytes:
         return self._compressor.flush()
 
 
 class GzipDecompress:
-    """Decodes a gzip stream of one or more members."""
+    """Decodes a gzip stream of one or more members, at most ``OUTPUT_STEP`` bytes per call."""
 
-    def __init__(self) -> None:
+    def __init__(self, step: int = OUTPUT_STEP) -> None:
+        self._step = step
         self._decompressor = zlib.decompressobj(31)
         self._inside_member = False
+        self._input = b""  # fed but not yet consumed (zlib's unconsumed tail, or the next member)
+        self._full = False  # the last call hit the limit: zlib may hold output for input it consumed
+
+    @property
+    def pending(self) -> bool:
+        return self._full or bool(self._input)
 
     def feed(self, chunk: bytes) -> bytes:
-        out = []
-        data = chunk
+        return self._decode(chunk)
+
+    def more(self) -> bytes:
+        data, self._input = self._input, b""
+        return self._decode(data)
+
+    def _decode(self, data: bytes) -> bytes:
         try:
-            while data:
-                self._inside_member = True
-                out.append(self._decompressor.decompress(data))
-                if not self._decompressor.eof:
-                    break
-                self._inside_member = False
-                data = self._decompressor.unused_data
-                self._decompressor = zlib.decompressobj(31)
+            while True:
+                if data:
+                    self._inside_member = True
+                out = self._decompressor.decompress(data, self._step)
+                data = self._decompressor.unconsumed_tail
+                self._full = len(out) == self._step
+                if self._decompressor.eof:
+                    self._inside_member = self._full = False
+                    data = self._decompressor.unused_data
+                    self._decompressor = zlib.decompressobj(31)
+                if out or not data:
+                    self._input = data
+                    return out
         except zlib.error as error:
             raise PipelineError(f"corrupt gzip data: {error}") from None
-        return b"".join(out)
 
     def flush(self) -> bytes:
         if self._inside_member:
@@ -130,6 +212,14 @@ def decompressor(algorithm: str) -> Stage:
     if algorithm == "none":
         return Identity()
     raise PipelineError(f"unknown compression algorithm {algorithm!r}")
+
+
+def drain(stage: Stage, chunk: bytes) -> list[bytes]:
+    """Everything a stage emits for ``chunk`` (for small inputs and tests: not bounded in total)."""
+    out = [stage.feed(chunk)]
+    while stage.pending:
+        out.append(stage.more())
+    return [piece for piece in out if piece]
 
 
 def file_suffix(algorithm: str) -> str:

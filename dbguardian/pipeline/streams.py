@@ -11,21 +11,16 @@ from dbguardian.pipeline.process import Child
 from dbguardian.pipeline.stages import Stage
 
 
-class ByteCounter:
-    def __init__(self) -> None:
-        self.size = 0
-
-
-async def through_stage(
-    chunks: AsyncIterator[bytes], stage: Stage, counter: ByteCounter | None = None
-) -> AsyncIterator[bytes]:
-    """Apply a chunk stage (compress, decompress) off the event loop; ``counter`` counts input bytes."""
+async def through_stage(chunks: AsyncIterator[bytes], stage: Stage) -> AsyncIterator[bytes]:
+    """Apply a chunk stage (compress, decompress) off the event loop, one bounded step at a time."""
     async for chunk in chunks:
-        if counter is not None:
-            counter.size += len(chunk)
         out = await asyncio.to_thread(stage.feed, chunk)
-        if out:
-            yield out
+        while True:
+            if out:
+                yield out
+            if not stage.pending:
+                break
+            out = await asyncio.to_thread(stage.more)
     tail = await asyncio.to_thread(stage.flush)
     if tail:
         yield tail

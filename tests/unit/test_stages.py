@@ -7,11 +7,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dbguardian.errors import PipelineError
-from dbguardian.pipeline.stages import Digest, Stage, compressor, decompressor
+from dbguardian.pipeline.stages import (
+    OUTPUT_STEP,
+    Digest,
+    GzipDecompress,
+    Stage,
+    ZstdDecompress,
+    compressor,
+    decompressor,
+    drain,
+)
 
 
 def run_stage(stage: Stage, data: bytes, chunk: int) -> bytes:
-    out = [stage.feed(data[i : i + chunk]) for i in range(0, len(data), chunk)]
+    out = [piece for i in range(0, len(data), chunk) for piece in drain(stage, data[i : i + chunk])]
     out.append(stage.flush())
     return b"".join(out)
 
@@ -54,3 +63,71 @@ def test_digest_counts_and_hashes() -> None:
         digest.update(piece)
     assert digest.size == 6
     assert digest.hexdigest() == hashlib.sha256(b"abcdef").hexdigest()
+
+
+def _decoder(algorithm: str, step: int) -> Stage:
+    return ZstdDecompress(step) if algorithm == "zstd" else GzipDecompress(step)
+
+
+def _decode_bounded(stage: Stage, packed: bytes, chunk: int, step: int) -> bytes:
+    """Decode as through_stage does, checking that no single call returns more than ``step`` bytes."""
+    out: list[bytes] = []
+    for i in range(0, len(packed), chunk):
+        piece = stage.feed(packed[i : i + chunk])
+        while True:
+            assert len(piece) <= step
+            out.append(piece)
+            if not stage.pending:
+                break
+            piece = stage.more()
+    out.append(stage.flush())
+    return b"".join(out)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.binary(max_size=20_000).map(lambda tail: b"\0" * 100_000 + tail + b"x" * 50_000),
+    st.integers(min_value=1, max_value=30_000),
+    st.integers(min_value=1, max_value=70_000),
+    st.sampled_from(["zstd", "gzip"]),
+)
+def test_decompression_output_is_bounded_per_call(data: bytes, chunk: int, step: int, algorithm: str) -> None:
+    packed = run_stage(compressor(algorithm, 3), data, 65536)
+    assert _decode_bounded(_decoder(algorithm, step), packed, chunk, step) == data
+
+
+@pytest.mark.parametrize("algorithm", ["zstd", "gzip"])
+def test_a_small_object_expanding_hugely_comes_out_in_steps(algorithm: str) -> None:
+    data = b"\0" * 100_000_000
+    packed = run_stage(compressor(algorithm, 3), data, 16 * 1024 * 1024)
+    assert len(packed) * 100 < len(data)
+    stage, total, calls = decompressor(algorithm), 0, 0
+    piece = stage.feed(packed)
+    while True:
+        assert len(piece) <= OUTPUT_STEP
+        total, calls = total + len(piece), calls + 1
+        if not stage.pending:
+            break
+        piece = stage.more()
+    assert stage.flush() == b""
+    assert total == len(data)
+    assert calls >= len(data) // OUTPUT_STEP
+
+
+def test_zstd_concatenated_frames_decode_like_the_zstd_tool() -> None:
+    first = run_stage(compressor("zstd", 3), b"first part ", 100)
+    second = run_stage(compressor("zstd", 3), b"second part", 100)
+    assert run_stage(decompressor("zstd"), first + second, 7) == b"first part second part"
+    assert run_stage(decompressor("zstd"), first + second, len(first + second)) == b"first part second part"
+
+
+@pytest.mark.parametrize("algorithm", ["zstd", "gzip"])
+def test_garbage_after_the_last_frame_is_corruption(algorithm: str) -> None:
+    packed = run_stage(compressor(algorithm, 3), b"payload " * 1000, 65536)
+    with pytest.raises(PipelineError, match="corrupt"):
+        run_stage(decompressor(algorithm), packed + b"not a frame at all", 4096)
+
+
+def test_an_empty_zstd_stream_is_truncated() -> None:
+    with pytest.raises(PipelineError, match="truncated"):
+        run_stage(decompressor("zstd"), b"", 1)
