@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
+import time
+from collections.abc import Callable
 
 from dbguardian.logs import get_logger
 
@@ -48,3 +51,20 @@ def watchdog_interval() -> float | None:
     if not usec or not usec.isdigit() or (pid and pid.isdigit() and int(pid) != os.getpid()):
         return None
     return int(usec) / 2 / 1_000_000
+
+
+HEARTBEAT_SECONDS = 1.0
+
+
+async def heartbeat_loop(notifier: Notifier, beat: Callable[[], None]) -> None:
+    """Call ``beat`` every second (a stale beat means the event loop is stuck: /readyz says so) and
+    ping systemd's watchdog at half its interval, from the same loop, so a stuck loop gets restarted."""
+    interval = watchdog_interval()
+    next_watchdog = time.monotonic()
+    while True:
+        beat()
+        now = time.monotonic()
+        if interval is not None and now >= next_watchdog:
+            notifier.send("WATCHDOG=1")
+            next_watchdog = now + interval
+        await asyncio.sleep(min(HEARTBEAT_SECONDS, interval or HEARTBEAT_SECONDS))

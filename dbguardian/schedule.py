@@ -9,14 +9,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal
 from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from dbguardian.cron import Cron, next_fire, parse_cron
-from dbguardian.policy import Policy
 
 _TINY = timedelta(microseconds=1)
 
@@ -36,14 +34,12 @@ class CronScheduleTrigger(BaseTrigger):  # type: ignore[misc]
         return f"cron[{self.cron.expression}, {self.zone.key}]"
 
 
-JobKind = Literal["backup", "health", "drill", "verify"]  # later: "wal"
-
-
 @dataclass(frozen=True)
 class JobSpec:
     """One row of the job table."""
 
-    kind: JobKind
+    kind: str
+    """The registered kind (``dbguardian.jobs.registry``): backup, health, drill, verify, ..."""
     target: str
     tier: str
     cron: str | None
@@ -52,9 +48,12 @@ class JobSpec:
 
     @property
     def id(self) -> str:
-        return f"{self.kind}:{self.target}:{self.tier}" if self.kind == "backup" else f"{self.kind}:{self.target}"
+        # Per-target kinds use tier "-" (tier names must start with a letter or digit).
+        return f"{self.kind}:{self.target}" if self.tier == "-" else f"{self.kind}:{self.target}:{self.tier}"
 
     def describe_trigger(self) -> str:
+        if self.cron is None and self.every is None:
+            return "continuous"
         if self.cron is not None:
             return f"cron {self.cron!r} ({self.timezone})"
         assert self.every is not None
@@ -75,33 +74,6 @@ class JobSpec:
         elapsed = max(moment - anchor, timedelta(0))
         periods = int(elapsed / self.every) + 1
         return anchor + periods * self.every
-
-
-def job_specs(policy: Policy) -> list[JobSpec]:
-    """Every job the policy asks for, sorted by id: a backup job per target and schedule tier; per
-    target a health job, a restore drill (unless disabled) and a verify job (if configured)."""
-    specs = [
-        JobSpec(
-            kind="backup",
-            target=target_name,
-            tier=tier,
-            cron=schedule.cron,
-            every=schedule.every,
-            timezone=policy.timezone,
-        )
-        for target_name, target in policy.targets.items()
-        for tier, schedule in target.schedules.items()
-    ]
-    for target_name, target in policy.targets.items():
-        rules = policy.health_rules(target_name)
-        specs.append(JobSpec("health", target_name, "-", rules.cron, rules.every, policy.timezone))
-        if target.drill.enabled:
-            specs.append(
-                JobSpec("drill", target_name, "-", target.drill.effective_cron, target.drill.every, policy.timezone)
-            )
-        if target.verify is not None:
-            specs.append(JobSpec("verify", target_name, "-", target.verify.cron, target.verify.every, policy.timezone))
-    return sorted(specs, key=lambda spec: spec.id)
 
 
 def next_runs(spec: JobSpec, after: datetime, count: int = 3, anchor: datetime | None = None) -> list[datetime]:

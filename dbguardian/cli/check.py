@@ -9,6 +9,7 @@ from dbguardian.cli.common import policy_from, run_async
 from dbguardian.health import Verdict
 from dbguardian.jobs.backup import target_config
 from dbguardian.jobs.health import check_target
+from dbguardian.jobs.registry import job_specs
 
 
 @click.command("check")
@@ -22,11 +23,12 @@ def command(ctx: click.Context, target: str | None, as_json: bool) -> None:
         target_config(policy, target)  # unknown target: a usage error naming the defined ones
     names = [target] if target else sorted(policy.targets)
     now = datetime.now(UTC)
+    specs = job_specs(policy)
 
     async def all_checks() -> list[Verdict]:
         verdicts: list[Verdict] = []
         for name in names:
-            verdicts += (await check_target(policy, name, now))[0]
+            verdicts += (await check_target(policy, name, now, specs))[0]
         return verdicts
 
     verdicts = run_async(all_checks)

@@ -9,10 +9,11 @@ from zoneinfo import ZoneInfo
 import click
 
 from dbguardian.cli.common import policy_from
-from dbguardian.daemon import newest_by_tier, read_catalog
 from dbguardian.errors import DbguardianError
+from dbguardian.jobs.kinds_wip import newest_by_tier, read_catalog
 from dbguardian.jobs.prune import prune
-from dbguardian.schedule import catch_up_plan, job_specs, next_runs
+from dbguardian.jobs.registry import job_specs
+from dbguardian.schedule import catch_up_plan, next_runs
 
 
 def _iso(moment: datetime) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from tests.conftest import PolicyFactory, Postgres, backup_dir
 from tests.integration.test_failures import TableLock, files_under, wait_for_blocked_dump
 from tests.support.daemon import DaemonProcess, NotifyListener
 from tests.support.pg import listed
+from tests.support.receivers import HttpReceiver
 
 
 @pytest.fixture
@@ -114,7 +116,8 @@ def test_missed_cron_run_is_caught_up_at_start(
     daemon = DaemonProcess(policy, port)
     daemons.append(daemon)
     daemon.wait_ready()
-    time.sleep(1.5)
+    checked = daemon.wait_for("the catch-up decision", lambda: daemon.events("catch-up checked"))
+    assert checked[0]["kind"] == "backup" and checked[0]["enabled"] is True and checked[0]["missed"] == []
     assert daemon.events("catching up a missed run") == []
     assert tiers(policy) == ["daily"]
     assert daemon.metric("dbguardian_backup_last_success_timestamp_seconds", target="app", tier="daily") == pytest.approx(
@@ -130,9 +133,12 @@ def test_catch_up_can_be_turned_off(
     daemon = DaemonProcess(policy, port)
     daemons.append(daemon)
     daemon.wait_ready()
-    time.sleep(1.5)
-    assert listed(policy) == []
+    checked = daemon.wait_for("the catch-up decision", lambda: daemon.events("catch-up checked"))
+    # the daily run at 02:00 was missed (there is no backup at all), and catch-up is off: nothing runs
+    assert checked[0]["enabled"] is False and checked[0]["missed"] == []
+    assert daemon.events("catching up a missed run") == []
     assert daemon.stop() == 0
+    assert listed(policy) == []
 
 
 def test_sighup_swaps_table_when_valid_and_keeps_it_when_not(
@@ -255,3 +261,37 @@ def test_startup_refusals(database: str, make_policy: PolicyFactory, port: int, 
     assert result.returncode == expected[0], result.stderr
     assert expected[1] in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_reload_is_all_or_nothing_when_a_secret_file_is_unreadable(
+    database: str, make_policy: PolicyFactory, port: int, tmp_path: Path, http: HttpReceiver, daemons: list[DaemonProcess]
+) -> None:
+    """The new policy parses, but its Slack URL file cannot be read: nothing of it may take effect."""
+    slack_url = tmp_path / "slack.url"
+    slack_url.write_text(http.url("/slack/T000/B000/reload-token") + "\n")
+    alerts = {"retries": 0, "slack": {"webhook_url_file": str(slack_url)}}
+    policy = daemon_policy(make_policy, database, port, {"nightly": {"cron": "0 3 * * *"}}, catch_up=False, alerts=alerts)
+    daemon = DaemonProcess(policy, port)
+    daemons.append(daemon)
+    daemon.wait_ready()
+
+    def jobs() -> set[str]:
+        samples = daemon.metrics()
+        return {dict(labels)["job_id"] for (name, labels) in samples if name == "dbguardian_job_next_run_timestamp_seconds"}
+
+    assert jobs() == {"backup:app:nightly", "health:app", "drill:app"}
+    data = yaml.safe_load(policy.read_text())
+    data["targets"]["app"]["schedules"] = {"hourly": {"cron": "0 * * * *"}}
+    data["alerts"]["slack"]["webhook_url_file"] = str(tmp_path / "missing" / "slack.url")
+    policy.write_text(yaml.safe_dump(data))
+    daemon.process.send_signal(signal.SIGHUP)
+    daemon.wait_for("reload rejected", lambda: daemon.metric("dbguardian_policy_reloads_total", result="failure") == 1)
+    assert daemon.metric("dbguardian_policy_reloads_total", result="success") is None
+    assert daemon.metric("dbguardian_policy_last_reload_successful") == 0
+    problems = [entry["problem"] for entry in daemon.events("policy reload rejected; keeping the running policy")]
+    assert len(problems) == 1 and "slack.url" in problems[0]
+    assert jobs() == {"backup:app:nightly", "health:app", "drill:app"}  # the old table, untouched
+    # The policy_reload alert goes out through the channel of the policy still running.
+    posts = daemon.wait_for("the policy_reload alert", lambda: http.posts("/slack/T000/B000/reload-token"))
+    assert "policy_reload" in json.dumps(posts[0])
+    assert daemon.stop() == 0

@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from dbguardian.policy import parse_policy
-from dbguardian.schedule import JobSpec, catch_up_plan, job_specs, next_runs
+from dbguardian.jobs.registry import job_specs
+from dbguardian.schedule import JobSpec, catch_up_plan, next_runs
 from tests.conftest import cli_env
 
 

@@ -1,0 +1,27 @@
+"""The table of job kinds: a new kind is one module exposing a :class:`JobKind` plus one entry here.
+
+``job_specs(policy)`` is the daemon's job table: every kind asked for its specs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from dbguardian.jobs.kinds_wip import BACKUP, DRILL, HEALTH, PRUNE, VERIFY
+from dbguardian.jobs.outcome import JobKind
+from dbguardian.policy import Policy
+from dbguardian.schedule import JobSpec
+
+KINDS: Mapping[str, JobKind] = {kind.name: kind for kind in (BACKUP, PRUNE, HEALTH, DRILL, VERIFY)}
+
+
+def job_specs(policy: Policy, kinds: Iterable[JobKind] | None = None) -> list[JobSpec]:
+    """Every job the policy asks for, sorted by id: a backup job per target and schedule tier; per
+    target a health job, a restore drill (unless disabled) and a verify job (if configured); and the
+    jobs of any other registered kind."""
+    chosen = KINDS.values() if kinds is None else kinds
+    return sorted((spec for kind in chosen for spec in kind.specs(policy)), key=lambda spec: spec.id)
+
+
+def kind_of(spec: JobSpec, kinds: Mapping[str, JobKind] = KINDS) -> JobKind:
+    return kinds[spec.kind]
