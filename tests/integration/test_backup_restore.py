@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -43,7 +44,7 @@ def test_round_trip_identical_data(
     assert manifest.object_counts["sequences"] == 4 and manifest.object_counts["functions"] == 2
     assert manifest.raw_size_bytes > manifest.size_bytes > 0
     assert manifest.server_version.startswith("15.") and manifest.pg_dump_version.startswith("15.")
-    assert manifest.compression == {"algorithm": algorithm, "level": 3}
+    assert manifest.compression.model_dump() == {"algorithm": algorithm, "level": 3}
 
     into = dropper(f"{database}_copy")
     result = run_cli(policy, "restore", "app", "latest", "--into", into)
@@ -173,3 +174,86 @@ def test_truncated_object_fails_checksum(pg: Postgres, database: str, make_polic
     result = run_cli(policy, "restore", "app", backup_id, "--validate-only")
     assert result.returncode == 1
     assert f"local:app/{backup_id}/dump.pgc:" in result.stderr and "the manifest says" in result.stderr
+
+
+def databases(pg: Postgres) -> set[str]:
+    return set(pg.psql("SELECT string_agg(datname, ',') FROM pg_database").split(","))
+
+
+@pytest.mark.parametrize("field", ["encoding", "lc_collate", "lc_ctype"])
+def test_manifest_with_sql_in_its_settings_is_refused(
+    pg: Postgres, database: str, make_policy: PolicyFactory, dropper: Callable[[str], str], field: str
+) -> None:
+    # A manifest comes from a bucket whose owner may be hostile: CREATE DATABASE must not run what it says.
+    policy = make_policy(database)
+    backup_id = backup(policy)
+    victim = dropper(f"{database}_victim")
+    pg.psql(f"CREATE DATABASE {victim}")
+    path = backup_dir(policy) / "app" / backup_id / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest[field] = f"{manifest[field]}'; DROP DATABASE {victim}; --"
+    path.write_text(json.dumps(manifest))
+    before = databases(pg)
+    into = dropper(f"{database}_copy")
+    result = run_cli(policy, "restore", "app", "latest", "--into", into)
+    assert result.returncode == 1
+    what = "is not a PostgreSQL encoding name" if field == "encoding" else "is not a locale name"
+    assert f"refusing to create database '{into}_dbg_restore_" in result.stderr and what in result.stderr
+    assert databases(pg) == before  # the victim is there, and nothing was created (no staging database either)
+
+
+def test_a_staging_database_that_cannot_be_dropped_is_logged_and_counted(pg: Postgres, database: str) -> None:
+    from dbguardian.cleanup import cleanup_failures
+    from dbguardian.postgres import ConnectionInfo
+    from dbguardian.scratch import admin_session, scratch_database
+
+    server = ConnectionInfo(pg.dsn(database), pg.password, database)
+    before = cleanup_failures()["staging_database"]
+    name = f"{database}_scratch"
+
+    class Like:
+        encoding, lc_collate, lc_ctype = "UTF8", "C.UTF-8", "C.UTF-8"
+
+    async def scenario() -> None:
+        async with admin_session(server) as admin, scratch_database(admin, server, name, Like()) as scratch:
+            assert scratch.name in databases(pg)
+            # Someone takes the database away from dbguardian's role: dropping it on the way out fails.
+            pg.psql(f"ALTER DATABASE {name} OWNER TO postgres")
+
+    try:
+        asyncio.run(scenario())
+        assert cleanup_failures()["staging_database"] == before + 1
+        assert name in databases(pg)  # left behind, and said so
+    finally:
+        pg.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def test_a_failed_restore_drops_its_staging_database(
+    pg: Postgres, database: str, make_policy: PolicyFactory, dropper: Callable[[str], str]
+) -> None:
+    policy = make_policy(database)
+    backup_id = backup(policy)
+    path = backup_dir(policy) / "app" / backup_id / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["object_counts"]["views"] += 1
+    path.write_text(json.dumps(manifest))
+    before = databases(pg)
+    into = dropper(f"{database}_copy")
+    result = run_cli(policy, "restore", "app", "latest", "--into", into)
+    assert result.returncode == 1
+    assert "restored data differs from the manifest: views: 1, expected 2" in result.stderr
+    assert databases(pg) == before
+
+
+def test_replacing_a_database_needs_a_safety_backup(pg: Postgres, database: str, make_policy: PolicyFactory) -> None:
+    from dbguardian.errors import RestoreRefused
+    from dbguardian.policy import load_policy
+    from dbguardian.restore import restore
+
+    policy = make_policy(database)
+    backup(policy)
+    pg.psql("DELETE FROM public.settings", database)
+    before = checksums(pg, database)
+    with pytest.raises(RestoreRefused, match="no safety backup can be taken here; not replacing it"):
+        asyncio.run(restore(load_policy(policy), "app", "latest", database, force=True))
+    assert checksums(pg, database) == before

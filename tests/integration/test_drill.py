@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from dbguardian.drill import judge, pick_backup, scratch_name
 from dbguardian.throwaway import free_port
@@ -176,3 +177,50 @@ def test_daemon_drill_metrics_and_alert(
         post["text"].startswith("🔴 [dbguardian FIRING] app: drill") for post in http.posts("/slack")), 30)  # fmt: skip
     assert daemon.stop() == 0
     assert drills(pg) == "0"
+
+
+def test_drill_refuses_a_manifest_with_sql_in_its_encoding(pg: Postgres, database: str, make_policy: PolicyFactory) -> None:
+    policy = make_policy(database)
+    backup_id = backup(policy)
+    path = backup_dir(policy) / "app" / backup_id / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["encoding"] = f"UTF8'; DROP DATABASE {database}; --"
+    path.write_text(json.dumps(manifest))
+    code, report = drill_json(policy)
+    assert code == 1 and report["ok"] is False
+    assert "is not a PostgreSQL encoding name" in report["error"]
+    assert pg.psql(f"SELECT count(*) FROM pg_database WHERE datname = '{database}'") == "1"
+    assert drills(pg) == "0"
+
+
+def test_drill_history_flag_and_a_target_named_history(pg: Postgres, database: str, make_policy: PolicyFactory) -> None:
+    policy = make_policy(database)
+    config = yaml.safe_load(policy.read_text())
+    config["targets"]["history"] = config["targets"]["app"]
+    policy.write_text(yaml.safe_dump(config))
+    app_backup = backup(policy)
+    history_backup = run_cli(policy, "backup", "history").stdout.strip().splitlines()[-1]
+    assert drill_json(policy)[0] == 0
+
+    # With a target named history, `drill history` drills it; the history is listed with --history.
+    result = run_cli(policy, "drill", "history", "--json", timeout=180)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["target"] == "history" and report["backup_id"] == history_backup and report["ok"] is True
+    listed_all = json.loads(run_cli(policy, "drill", "--history", "--json").stdout)
+    expected = [("app", app_backup), ("history", history_backup)]
+    assert [(entry["target"], entry["backup_id"]) for entry in listed_all] == expected
+    for target, backup_id in (("app", app_backup), ("history", history_backup)):
+        listed = json.loads(run_cli(policy, "drill", "--history", target, "--json").stdout)
+        assert [(entry["target"], entry["backup_id"]) for entry in listed] == [(target, backup_id)]
+    text = run_cli(policy, "drill", "--history")
+    assert text.returncode == 0 and len(text.stdout.splitlines()) == 2 and "PASS  history" in text.stdout
+    assert drills(pg) == "0"
+
+    # Without such a target, `drill history` still lists the history.
+    del config["targets"]["history"]
+    policy.write_text(yaml.safe_dump(config))
+    listed_again = json.loads(run_cli(policy, "drill", "history", "--json").stdout)
+    assert listed_again == listed_all
+    result = run_cli(policy, "drill")
+    assert result.returncode == 2 and "drill needs a TARGET (or --history)" in result.stderr
