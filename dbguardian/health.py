@@ -76,7 +76,7 @@ class Verdict:
 
     @property
     def runbook(self) -> str:
-        return RUNBOOK.get(self.check, "See the dbguardian README.")
+        return RUNBOOK.get(self.check, "See docs/runbook.md in the dbguardian repository.")
 
 
 def _age(now: datetime, moment: datetime) -> str:

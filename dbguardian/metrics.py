@@ -1,4 +1,5 @@
-"""Every Prometheus metric dbguardian exports, defined in one place (documented in README).
+"""Every Prometheus metric dbguardian exports, defined in one place (documented in docs/reference/metrics.md,
+which tests/unit/test_docs.py keeps in step with this module).
 
 One registry per daemon (not the process-global default), so tests can build several.
 """
@@ -10,8 +11,27 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from dbguardian import __version__
+from dbguardian.cleanup import cleanup_failures
+
+
+class CleanupFailures(Collector):
+    """``dbguardian_cleanup_failures_total{what}``: read at scrape time from :mod:`dbguardian.cleanup`,
+    where the layers below the daemon count them (they cannot reach the daemon's registry)."""
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "dbguardian_cleanup_failures",
+            "Best-effort clean-ups that failed and left something behind (a staging database, objects of a failed run).",
+            labels=["what"],
+        )
+        for what, count in cleanup_failures().items():
+            family.add_metric([what], count)
+        yield family
+
 
 DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800, 86400)
 
@@ -138,6 +158,7 @@ class Metrics:
         )  # fmt: skip
         self.running = Gauge("dbguardian_jobs_running", "Jobs running now.", ["kind"], registry=registry)
         self.jobs = Gauge("dbguardian_jobs", "Jobs in the job table.", ["kind"], registry=registry)
+        registry.register(CleanupFailures())
 
     def set_next_runs(self, rows: Iterable[tuple[str, str, str, str, datetime | None]]) -> None:
         """Replace the next-run gauge with the job table's current rows (job, kind, target, tier, next)."""
