@@ -7,8 +7,11 @@
         ├── DatabaseError      PostgreSQL unreachable, authentication, SQL failure
         ├── ToolError          a pg_* program is missing, too old, or failed
         ├── PipelineError      a stream stage failed (corrupt compressed data, ...)
+        ├── SecretUnavailable  a secret's file (password_file, url_file, ...) cannot be read
         ├── StorageError       a storage backend failed
-        │   └── ObjectNotFound the object does not exist
+        │   ├── ObjectNotFound the object does not exist
+        │   ├── ObjectExists   a conditional create found an object under the key
+        │   └── TransientStorageError  a failure that retrying the same request may cure
         ├── BackupNotFound     no valid backup matches the request
         ├── ChecksumMismatch   stored bytes differ from the manifest
         ├── RestoreRefused     restoring would overwrite data without --force
@@ -60,6 +63,22 @@ class StorageError(OperationError):
 
 class ObjectNotFound(StorageError):
     pass
+
+
+class ObjectExists(StorageError):
+    """``put_bytes(key, data, if_absent=True)`` found an object under ``key`` (nothing was written)."""
+
+
+class TransientStorageError(StorageError):
+    """A failure that retrying the same request may cure (a dropped connection, throttling, HTTP 503).
+
+    Backends raise it (or classify their own errors as transient) so that the shared retry policy in
+    :mod:`dbguardian.storage.retry` retries them; anything else fails at once.
+    """
+
+
+class SecretUnavailable(OperationError):
+    """A secret configured as a file cannot be read (the message names the key and path, never the content)."""
 
 
 class BackupNotFound(OperationError):

@@ -75,7 +75,7 @@ class ConnectionInfo:
 def connection_info(target: TargetConfig) -> ConnectionInfo:
     parts = urlsplit(target.dsn)
     password = unquote(parts.password) if parts.password else None
-    configured = target.read_password()
+    configured = target.secret("password").resolve()
     if configured is not None:
         password = configured
     register_secret(password)

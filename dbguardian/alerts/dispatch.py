@@ -36,14 +36,14 @@ def build_channels(policy: Policy) -> list[Channel]:
     alerts = policy.alerts
     channels: list[Channel] = []
     if alerts.slack is not None:
-        url = alerts.slack.url()
+        url = alerts.slack.secret("webhook_url").require()
         register_secret(url)
         channels.append(SlackChannel(url))
     if alerts.email is not None:
-        register_secret(alerts.email.resolved_password())
+        register_secret(alerts.email.secret("password").resolve())
         channels.append(EmailChannel(alerts.email))
     if alerts.webhook is not None:
-        url = alerts.webhook.resolved_url()
+        url = alerts.webhook.secret("url").require()
         register_secret(url)
         channels.append(WebhookChannel(url))
     return channels

@@ -52,7 +52,7 @@ class EmailChannel:
                 hostname=config.host,
                 port=config.port,
                 username=config.username,
-                password=config.resolved_password(),
+                password=config.secret("password").resolve(),
                 use_tls=config.tls == "tls",
                 start_tls=config.tls == "starttls",
                 timeout=config.timeout.total_seconds(),

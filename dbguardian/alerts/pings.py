@@ -16,7 +16,7 @@ log = get_logger("dbguardian.pings")
 async def ping(pings: PingsConfig, event: str, target: str, attempts: int = 3) -> bool:
     """Best effort: a failing ping is logged, never raised (it must not fail a backup)."""
     try:
-        url = pings.url(event)
+        url = pings.secret(event).resolve()
     except Exception as error:  # an unreadable *_file is reported like a failed ping
         log.error("ping url unreadable", target=target, ping=event, error=str(error))
         return False

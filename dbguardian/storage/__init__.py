@@ -1,23 +1,16 @@
-"""Storage backends: one module per backend, all behind :class:`dbguardian.storage.base.Storage`."""
+"""Storage backends: one module per backend, all behind :class:`dbguardian.storage.base.Storage`,
+found by ``type`` in :mod:`dbguardian.storage.registry`."""
 
 from __future__ import annotations
 
-from dbguardian.allocator import tune_allocator
-from dbguardian.policy import LocalStorageConfig, S3StorageConfig, StorageConfig
-from dbguardian.storage.base import ObjectInfo, ObjectWriter, Storage
+from dbguardian.policy.storage import StorageConfigBase
+from dbguardian.storage.base import Capabilities, ObjectInfo, ObjectWriter, Storage
 from dbguardian.storage.local import LocalStorage
+from dbguardian.storage.registry import backend_for
 
-__all__ = ["LocalStorage", "ObjectInfo", "ObjectWriter", "Storage", "open_storage"]
+__all__ = ["Capabilities", "LocalStorage", "ObjectInfo", "ObjectWriter", "Storage", "open_storage"]
 
 
-def open_storage(name: str, config: StorageConfig) -> Storage:
+def open_storage(name: str, config: StorageConfigBase) -> Storage:
     """The backend for one ``storage.<name>`` entry of the policy."""
-    if isinstance(config, LocalStorageConfig):
-        return LocalStorage(name, config.path)
-    if isinstance(config, S3StorageConfig):
-        from dbguardian.storage.s3 import S3Storage  # imports aioboto3: only when a policy uses S3
-
-        # Multi-MiB upload parts are what make glibc's adaptive threshold keep tens of MB (allocator.py).
-        tune_allocator()
-        return S3Storage(name, config)
-    raise AssertionError(f"unhandled storage config {type(config).__name__}")
+    return backend_for(config).factory(name, config)

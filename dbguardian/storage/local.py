@@ -14,14 +14,24 @@ import secrets
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 from dbguardian.errors import ObjectNotFound, StorageError
+from dbguardian.policy.base import AbsolutePath
+from dbguardian.policy.storage import StorageConfigBase
 from dbguardian.storage.base import READ_CHUNK, Capabilities, ObjectInfo, check_key
 
 TEMP_MARK = ".tmp-"
 # Written data older than this is handed to the disk early and dropped from the page cache (see
 # LocalWriter._write_sync).
 WRITEBACK_WINDOW = 16 * 1024 * 1024
+
+
+class LocalStorageConfig(StorageConfigBase):
+    """A directory on a local or mounted filesystem (``type: local``)."""
+
+    type: Literal["local"]
+    path: AbsolutePath
 
 
 def _describe_os_error(action: str, path: Path, error: OSError) -> StorageError:

@@ -15,8 +15,8 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from dbguardian.policy import S3StorageConfig
-from dbguardian.storage.s3 import S3Storage
+from dbguardian.storage.s3.config import S3StorageConfig
+from dbguardian.storage.s3.storage import S3Storage
 
 ACCESS_KEY_ID = "AKIDDBGUARDIANTEST01"
 SECRET_ACCESS_KEY = "dbguardian-test-secret-6f1c2a"

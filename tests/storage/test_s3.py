@@ -33,9 +33,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from dbguardian.errors import ObjectNotFound, StorageError
-from dbguardian.storage import s3_multipart
-from dbguardian.storage.s3 import is_transient
-from dbguardian.storage.s3_multipart import (
+from dbguardian.storage.s3 import multipart as s3_multipart
+from dbguardian.storage.s3.multipart import (
     MAX_OBJECT_SIZE,
     MAX_PART_SIZE,
     MAX_PARTS,
@@ -45,6 +44,7 @@ from dbguardian.storage.s3_multipart import (
     PartBody,
     part_size_for,
 )
+from dbguardian.storage.s3.storage import is_transient
 from tests.storage.conftest import ACCESS_KEY_ID, PREFIX, SECRET_ACCESS_KEY, MotoServer, S3Factory
 
 # -- helpers -----------------------------------------------------------------------------------

@@ -141,7 +141,7 @@ def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DBGUARDIAN_POLICY", "/some/where.yaml")  # the CLI's own variable is not a policy key
     policy = parse_policy(minimal())
     assert policy.state_dir == Path("/srv/state")
-    assert policy.targets["app"].read_password() == "from-env"
+    assert policy.targets["app"].secret("password").resolve() == "from-env"
     assert "from-env" not in repr(policy)
 
 
@@ -150,7 +150,7 @@ def test_password_file(tmp_path: Path) -> None:
     secret.write_text("s3cret\n")
     data = minimal()
     data["targets"]["app"]["password_file"] = str(secret)
-    assert parse_policy(data).targets["app"].read_password() == "s3cret"
+    assert parse_policy(data).targets["app"].secret("password").resolve() == "s3cret"
 
 
 @pytest.mark.parametrize(
@@ -208,3 +208,128 @@ def test_documented_example_is_valid() -> None:
 
     for name in [*Policy.model_fields, *TargetConfig.model_fields]:
         assert f"{name}:" in text, f"{name} is not documented in config/policy.example.yaml"
+
+
+@pytest.mark.parametrize(
+    ("section", "value", "expected"),
+    [
+        ("alerts", {"webhook": {"url": "not-a-url"}}, "alerts.webhook.url: must be an http(s) URL"),
+        ("alerts", {"slack": {"webhook_url": "ftp://hooks.example/x"}}, "alerts.slack.webhook_url: must be an http(s) URL"),
+        ("pings", {"fail": "hc-ping.com/uuid"}, "targets.app.pings.fail: must be an http(s) URL"),
+    ],
+)
+def test_urls_must_be_http(section: str, value: Any, expected: str) -> None:
+    data = minimal()
+    (data["targets"]["app"] if section == "pings" else data)[section] = value
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(data)
+    assert caught.value.problems[0].startswith(expected), caught.value.problems
+    assert "not-a-url" not in caught.value.problems[0] and "hc-ping" not in caught.value.problems[0]  # secrets
+
+
+def test_cli_rejects_a_webhook_that_is_not_a_url(tmp_path: Path) -> None:
+    data = minimal()
+    data["alerts"] = {"webhook": {"url": "not-a-url"}}
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump(data))
+    result = run_cli(path, "check-policy")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["alerts.webhook.url: must be an http(s) URL (https://host/path)"]
+
+
+def test_secrets_resolve_one_way(tmp_path: Path) -> None:
+    from dbguardian.errors import SecretUnavailable
+
+    hook = tmp_path / "hook"
+    hook.write_text("https://hooks.example/T0/B0/token\n")
+    data = minimal()
+    data["alerts"] = {"webhook": {"url_file": str(hook)}, "email": {"host": "smtp", "sender": "a@b", "to": ["c@d"]}}
+    data["targets"]["app"]["password_file"] = str(tmp_path / "missing")
+    policy = parse_policy(data)
+    assert policy.alerts.webhook is not None and policy.alerts.email is not None
+    assert policy.alerts.webhook.secret("url").resolve() == "https://hooks.example/T0/B0/token"
+    assert policy.alerts.email.secret("password").resolve() is None  # not configured
+    with pytest.raises(SecretUnavailable, match=r"^cannot read password_file .*/missing: No such file"):
+        policy.targets["app"].secret("password").resolve()
+    hook.write_text("not a url\n")  # a file is read when resolved (rotation), and checked then
+    with pytest.raises(
+        SecretUnavailable, match=r"^alerts\.webhook\.url_file .*/hook: its content must be an http"
+    ) as caught:
+        policy.alerts.webhook.secret("url").resolve()
+    assert "not a url" not in str(caught.value)
+
+
+def test_one_trigger_model_everywhere() -> None:
+    cases = [
+        ("targets.app.schedules.daily", {"every": "0.5s"}, "targets.app.schedules.daily.every: must be at least 1s"),
+        ("targets.app.verify", {"cron": "0 3 * * *", "every": "1h"}, "targets.app.verify: set exactly one of"),
+        ("targets.app.verify", {"all": True}, "targets.app.verify: set exactly one of 'cron' or 'every'"),
+        ("targets.app.drill", {"cron": "0 3 * *"}, "targets.app.drill.cron: expected 5 fields"),
+        ("targets.app.drill", {"cron": "0 3 * * *", "every": "1h"}, "targets.app.drill: set at most one of"),
+        ("health", {"every": "0s"}, "health.every: must be at least 1s"),
+        ("health", {"cron": "61 * * * *"}, "health.cron: invalid cron expression"),
+    ]
+    for path, value, expected in cases:
+        data = minimal()
+        _set(data, path, value)
+        with pytest.raises(PolicyError) as caught:
+            parse_policy(data)
+        assert any(problem.startswith(expected) for problem in caught.value.problems), (path, caught.value.problems)
+
+
+def test_health_integrity_budget_layers() -> None:
+    from datetime import timedelta
+
+    data = minimal()
+    assert parse_policy(data).health_rules("app").integrity.model_dump() == {
+        "every": timedelta(hours=24),
+        "max_bytes": 1024**3,
+    }
+    data["health"] = {"integrity": {"every": "12h", "max_bytes": "1GB"}}
+    data["targets"]["app"]["health"] = {"integrity": {"max_bytes": "10MB"}}
+    rules = parse_policy(data).health_rules("app")
+    assert (rules.integrity.every, rules.integrity.max_bytes) == (timedelta(hours=12), 10 * 1024**2)
+    data["targets"]["app"]["health"] = {"integrity": {"max_bytes": -1}}
+    with pytest.raises(PolicyError, match=r"targets\.app\.health\.integrity\.max_bytes"):
+        parse_policy(data)
+
+
+def test_policy_target_lookup() -> None:
+    from dbguardian.errors import UsageError
+
+    policy = parse_policy(minimal())
+    assert policy.target("app") is policy.targets["app"]
+    with pytest.raises(UsageError, match=r"^unknown target 'nope' \(policy defines: app\)$"):
+        policy.target("nope")
+
+
+def test_storage_entries_are_validated_by_their_backend() -> None:
+    data = minimal()
+    data["storage"]["offsite"] = {"type": "s3", "bucket": "b", "part_size": "1MB", "surprise": 1}
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(data)
+    assert sorted(caught.value.problems) == [
+        "storage.offsite.bucket: String should have at least 3 characters",
+        "storage.offsite.part_size: must be between 5MB and 5GB (S3 multipart limits)",
+        "storage.offsite.surprise: unknown key",
+    ]
+    data["storage"]["offsite"] = {"bucket": "bucket"}
+    with pytest.raises(PolicyError, match=r"storage\.offsite: 'type' is missing; expected one of: 'local', 's3'"):
+        parse_policy(data)
+    data["storage"]["offsite"] = {"type": "s3", "bucket": "bucket", "access_key_id_file": "/k"}
+    with pytest.raises(PolicyError, match=r"storage\.offsite: set both access_key_id_file and secret_access_key_file"):
+        parse_policy(data)
+    data["storage"]["offsite"] = {"type": "s3", "bucket": "bucket"}
+    policy = parse_policy(data)
+    assert policy.model_dump()["storage"]["offsite"]["bucket"] == "bucket"  # dumped as its own model
+    import sys
+
+    assert "aioboto3" not in sys.modules or "dbguardian.storage.s3.storage" in sys.modules
+
+
+def test_compression_level_defaults_without_mutation() -> None:
+    from dbguardian.policy import CompressionConfig
+
+    assert CompressionConfig().level == 3 and CompressionConfig(algorithm="gzip").effective_level == 6
+    assert CompressionConfig(algorithm="none").level == 0
+    assert CompressionConfig(algorithm="zstd", level=19).effective_level == 19

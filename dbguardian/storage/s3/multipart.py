@@ -1,4 +1,4 @@
-"""Streaming multipart uploads to S3 with bounded memory (used by :mod:`dbguardian.storage.s3`).
+"""Streaming multipart uploads to S3 with bounded memory (used by :mod:`dbguardian.storage.s3.storage`).
 
 Part sizes: a writer never knows how large its object will be (``open_writer`` takes no size), so
 the part size grows with the part number. Parts 1-900 have the configured ``part_size``, parts

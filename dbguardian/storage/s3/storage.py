@@ -1,7 +1,7 @@
 """Amazon S3 and S3-compatible stores (MinIO, Cloudflare R2, GCS interoperability, Ceph RGW).
 
 Objects live under ``<prefix>/<key>`` in the bucket. Writes stream as multipart uploads (see
-:mod:`dbguardian.storage.s3_multipart`); an object is visible only once its upload completes, so
+:mod:`dbguardian.storage.s3.multipart`); an object is visible only once its upload completes, so
 there is no rename (``atomic_rename=False``) and in-progress writes never show up in listings.
 
 Clients: an aiobotocore client (and its aiohttp connection pool) belongs to one event loop and must
@@ -46,9 +46,9 @@ from aiobotocore.config import AioConfig
 
 from dbguardian.errors import ObjectNotFound, StorageError
 from dbguardian.logs import get_logger
-from dbguardian.policy import S3StorageConfig
-from dbguardian.storage.base import READ_CHUNK, Capabilities, ObjectInfo, check_key
-from dbguardian.storage.s3_multipart import MAX_PART_SIZE, S3Writer, part_size_for
+from dbguardian.storage.base import READ_CHUNK, ObjectInfo, check_key
+from dbguardian.storage.s3.config import S3_CAPABILITIES, S3StorageConfig
+from dbguardian.storage.s3.multipart import MAX_PART_SIZE, S3Writer, part_size_for
 
 log = get_logger("dbguardian.storage.s3")
 
@@ -113,7 +113,7 @@ def _one_line(text: str) -> str:
 
 
 class S3Storage:
-    capabilities = Capabilities(atomic_rename=False)
+    capabilities = S3_CAPABILITIES
 
     def __init__(
         self,
