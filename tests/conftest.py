@@ -24,6 +24,15 @@ if TYPE_CHECKING:
 
 BACKUP_ROLE = "backup"
 
+_SLOW_DIRECTORIES = ("integration", "e2e", "storage")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything outside tests/unit starts real servers: mark it slow, so `-m "not slow"` is the fast lane."""
+    for item in items:
+        if Path(item.path).parent.name in _SLOW_DIRECTORIES:
+            item.add_marker(pytest.mark.slow)
+
 
 @dataclass
 class Postgres:

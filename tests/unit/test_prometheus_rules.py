@@ -53,6 +53,7 @@ def alerting_rules() -> list[dict[str, Any]]:
 
 
 @needs_promtool
+@pytest.mark.slow  # runs promtool
 def test_rules_pass_promtool_check() -> None:
     result = promtool("check", "rules", str(RULES))
     assert result.returncode == 0, result.stdout + result.stderr
@@ -60,6 +61,7 @@ def test_rules_pass_promtool_check() -> None:
 
 
 @needs_promtool
+@pytest.mark.slow  # runs promtool
 def test_rules_pass_their_promtool_unit_tests() -> None:
     result = promtool("test", "rules", str(RULE_TESTS))
     assert result.returncode == 0, result.stdout + result.stderr
@@ -195,6 +197,7 @@ def test_dashboard_covers_the_backup_metrics() -> None:
 
 
 @needs_promtool
+@pytest.mark.slow  # runs promtool
 def test_dashboard_queries_parse(tmp_path: Path) -> None:
     """promtool has no expression checker; as recording rules, `promtool check rules` parses each query."""
     records = [

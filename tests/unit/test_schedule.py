@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from dbguardian.policy import parse_policy
 from dbguardian.jobs.registry import job_specs
+from dbguardian.policy import parse_policy
 from dbguardian.schedule import JobSpec, catch_up_plan, next_runs
 from tests.conftest import cli_env
 
@@ -95,6 +95,7 @@ def test_next_runs_of_intervals_count_from_the_anchor() -> None:
     assert runs == [NOW + timedelta(minutes=30), NOW + timedelta(minutes=40), NOW + timedelta(minutes=50)]
 
 
+@pytest.mark.slow  # runs the CLI as a subprocess, once per case
 @pytest.mark.parametrize(
     ("timezone", "cron", "at", "expected"),
     [
