@@ -13,6 +13,7 @@ from typing import Any
 
 import boto3
 import pytest
+import stamina
 from moto.server import ThreadedMotoServer
 
 from dbguardian.storage.s3.config import S3StorageConfig
@@ -37,6 +38,13 @@ class MotoServer:
             aws_access_key_id=ACCESS_KEY_ID,
             aws_secret_access_key=SECRET_ACCESS_KEY,
         )
+
+
+@pytest.fixture(autouse=True)
+def no_retry_waits() -> Iterator[None]:
+    """Retries happen as configured, without their waits (stamina's test mode, attempts capped by the config)."""
+    with stamina.set_testing(True, attempts=1000, cap=True):
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -12,8 +12,8 @@ per part in flight, plus one) from its first request until commit or abort. Noth
 costs a few milliseconds (the service model is cached in the session; there is one session per
 event loop) plus a new connection.
 
-Retries: only transient failures are retried, with exponential backoff and jitter (``retries``
-from the policy; botocore's own retries are off so the classification below is the only one):
+Retries: only transient failures are retried, by the shared policy of :mod:`dbguardian.storage.retry`
+(``retries`` from the policy; botocore's own retries are off so the classification below is the only one):
 connection failures, timeouts, dropped or truncated responses, HTTP 429/500/502/503/504 and the
 throttling/timeout error codes. Everything else (access denied, missing bucket, bad request,
 missing credentials) fails at once. Reads resume a broken download where it stopped (ranged GET
@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
-import random
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -46,7 +45,9 @@ from aiobotocore.config import AioConfig
 
 from dbguardian.errors import ObjectNotFound, StorageError
 from dbguardian.logs import get_logger
+from dbguardian.storage import retry
 from dbguardian.storage.base import READ_CHUNK, ObjectInfo, check_key
+from dbguardian.storage.retry import RetryPolicy
 from dbguardian.storage.s3.config import S3_CAPABILITIES, S3StorageConfig
 from dbguardian.storage.s3.multipart import MAX_PART_SIZE, S3Writer, part_size_for
 
@@ -99,6 +100,8 @@ def http_status(error: BaseException) -> int | None:
 
 def is_transient(error: BaseException) -> bool:
     """Whether retrying the same request may succeed."""
+    if retry.is_transient(error):
+        return True
     if isinstance(error, boto_errors.ClientError):
         return error_code(error) in TRANSIENT_CODES or http_status(error) in TRANSIENT_STATUS
     return isinstance(error, TRANSIENT_EXCEPTIONS)
@@ -134,8 +137,7 @@ class S3Storage:
         self.prefix = config.prefix.strip("/")
         self.checksums = config.endpoint_url is None if checksums is None else checksums
         self._root = f"{self.prefix}/" if self.prefix else ""
-        self._backoff_base = backoff_base
-        self._backoff_max = backoff_max
+        self.retry_policy = RetryPolicy(config.retries, wait_initial=backoff_base, wait_max=backoff_max)
         self._sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
         self._secrets: tuple[str, ...] = ()
 
@@ -201,9 +203,6 @@ class S3Storage:
             text = text.replace(secret, "***")
         return text
 
-    def _backoff(self, attempt: int) -> float:
-        return min(self._backoff_max, self._backoff_base * 2.0 ** (attempt - 1)) * random.uniform(0.5, 1.0)
-
     def error(
         self, action: str, key: str, error: BaseException, attempts: int = 1, *, not_found: bool = False
     ) -> StorageError:
@@ -235,27 +234,24 @@ class S3Storage:
 
     async def call(self, action: str, key: str, operation: Callable[[], Awaitable[T]], *, not_found: bool = False) -> T:
         """Run one S3 request, retrying transient failures; any failure becomes a StorageError."""
-        attempt = 1
-        while True:
-            try:
-                return await operation()
-            except StorageError:
-                raise
-            except Exception as error:
-                if attempt > self.config.retries or not is_transient(error):
-                    raise self.error(action, key, error, attempt, not_found=not_found) from None
-                delay = self._backoff(attempt)
-                log.warning(
-                    "transient S3 error; retrying",
-                    storage=self.name,
-                    action=action,
-                    key=key,
-                    attempt=attempt,
-                    delay=round(delay, 3),
-                    error=self._redact(str(error)),
-                )
-                await asyncio.sleep(delay)
-                attempt += 1
+
+        def retrying(error: Exception, attempt: int, delay: float) -> None:
+            log.warning(
+                "transient S3 error; retrying",
+                storage=self.name,
+                action=action,
+                key=key,
+                attempt=attempt,
+                delay=round(delay, 3),
+                error=self._redact(str(error)),
+            )
+
+        def give_up(error: Exception, attempts: int) -> BaseException:
+            if isinstance(error, StorageError):
+                return error
+            return self.error(action, key, error, attempts, not_found=not_found)
+
+        return await retry.call(operation, self.retry_policy, transient=is_transient, on_retry=retrying, on_give_up=give_up)
 
     def object_params(self) -> dict[str, str]:
         """Parameters of PutObject/CreateMultipartUpload: storage class, encryption, checksum."""
@@ -318,7 +314,8 @@ class S3Storage:
                     log.warning(
                         "S3 download interrupted; resuming", storage=self.name, key=key, offset=received, error=str(error)
                     )
-                    await asyncio.sleep(self._backoff(attempt))
+                    # Resumed, not re-sent: the same policy's waits, counted per stretch without progress.
+                    await asyncio.sleep(self.retry_policy.delay(attempt))
                     attempt += 1
         if pending:
             yield bytes(pending)
