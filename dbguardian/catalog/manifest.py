@@ -246,6 +246,8 @@ def parse_manifest(data: bytes | str, where: str = "manifest") -> AnyManifest:
         raise InvalidManifest(f"{where}: no manifest format number")
     if found > MANIFEST_FORMAT:
         raise UnsupportedManifestFormat(f"{where}: {newer_format_message(found)}")
+    if found < 1:
+        raise InvalidManifest(f"{where}: manifest format {found} does not exist")
     if found == 1:
         # Format 1 knew one kind; its manifests have no "kind" field.
         if raw.get("kind", "logical") != "logical":

@@ -49,7 +49,8 @@ def test_age_round_trip_and_wrong_key(
     stored = backup_dir(policy) / "app" / backup_id / "dump.pgc.zst.age"
     assert stored.read_bytes().startswith(b"age-encryption.org/v1")
     manifest = manifest_of(policy, backup_id)
-    assert manifest.encryption == {"method": "age", "recipients": [recipient]}
+    assert manifest.encryption is not None
+    assert manifest.encryption.model_dump() == {"method": "age", "recipients": [recipient]}
     assert "AGE-SECRET-KEY" not in (backup_dir(policy) / "app" / backup_id / "manifest.json").read_text()
 
     # Without the key the checksum can still be verified; the contents cannot.
@@ -90,7 +91,8 @@ def test_gpg_round_trip_leaves_user_keyring_alone(
     backup_id = result.stdout.strip().splitlines()[-1]
     assert not (home / ".gnupg").exists()  # the user's keyring is never touched
     manifest = manifest_of(policy, backup_id)
-    assert manifest.encryption == {"method": "gpg", "recipients": [fingerprint]}
+    assert manifest.encryption is not None
+    assert manifest.encryption.model_dump() == {"method": "gpg", "recipients": [fingerprint]}
     assert sorted(manifest.objects) == ["dump", "globals"]
     assert manifest.objects["dump"].key.endswith("dump.pgc.zst.gpg")
 

@@ -1,0 +1,57 @@
+"""The object layout: every key is built and parsed by dbguardian.catalog.keys."""
+
+from __future__ import annotations
+
+import pytest
+
+from dbguardian.catalog import keys
+
+BACKUP_ID = "20261122T020000.000001Z-3fa1"
+
+
+def test_backup_keys() -> None:
+    assert keys.backup_prefix("app", BACKUP_ID) == f"app/{BACKUP_ID}/"
+    assert keys.manifest_key("app", BACKUP_ID) == f"app/{BACKUP_ID}/manifest.json"
+    assert keys.dump_key("app", BACKUP_ID, ".zst") == f"app/{BACKUP_ID}/dump.pgc.zst"
+    assert keys.globals_key("app", BACKUP_ID, ".gz.age") == f"app/{BACKUP_ID}/globals.sql.gz.age"
+    assert keys.base_key("app", BACKUP_ID, ".zst") == f"app/{BACKUP_ID}/base.tar.zst"
+
+
+def test_parse_backup_key() -> None:
+    parsed = keys.parse_backup_key(f"app/{BACKUP_ID}/manifest.json")
+    assert parsed is not None and parsed.is_manifest
+    assert (parsed.target, parsed.backup_id, parsed.folder) == ("app", BACKUP_ID, f"app/{BACKUP_ID}/")
+    dump = keys.parse_backup_key(keys.dump_key("app", BACKUP_ID, ".zst"))
+    assert dump is not None and not dump.is_manifest
+    for other in (
+        "app/wal/00000001/000000010000000000000001.zst",
+        "app/not-an-id/x",
+        "_dbguardian/probe/h-1",
+        f"app/{BACKUP_ID}",
+    ):
+        assert keys.parse_backup_key(other) is None
+
+
+def test_wal_namespace_is_beside_the_backup_folders() -> None:
+    assert keys.wal_key("app", "000000020000000A000000FE", ".zst") == "app/wal/00000002/000000020000000A000000FE.zst"
+    assert keys.wal_key("app", "00000003.history") == "app/wal/00000003/00000003.history"
+    assert keys.wal_key("app", "000000010000000000000002.00000028.backup").startswith("app/wal/00000001/")
+    assert keys.wal_prefix("app") == "app/wal/"
+    assert keys.wal_prefix("app", 10) == "app/wal/0000000A/"
+    assert keys.is_wal_key("app/wal/00000001/000000010000000000000001")
+    assert not keys.is_wal_key(keys.dump_key("app", BACKUP_ID, ""))
+    assert not keys.is_backup_id(keys.WAL_DIR)  # a delimiter listing of app/ can tell the two apart
+    with pytest.raises(ValueError, match="not a WAL file name"):
+        keys.wal_key("app", "../../x")
+
+
+def test_probe_key_lies_outside_every_target() -> None:
+    key = keys.probe_key("db1", "00ff")
+    assert key == "_dbguardian/probe/db1-00ff"
+    assert keys.parse_backup_key(key) is None
+
+
+def test_folder_names_from_either_form_of_list_dirs() -> None:
+    assert keys.folder_name("app/", BACKUP_ID) == BACKUP_ID
+    assert keys.folder_name("app/", f"app/{BACKUP_ID}/") == BACKUP_ID
+    assert keys.folder_name("", "app/") == "app"
