@@ -4,28 +4,30 @@ from __future__ import annotations
 
 import secrets
 import socket
-from datetime import datetime, timedelta
+from collections.abc import Sequence
+from datetime import datetime
 
-from dbguardian.catalog import BackupRecord, list_backups
-from dbguardian.errors import DbguardianError
+from dbguardian.catalog import keys
+from dbguardian.catalog.service import AnyBackup, Backup, Catalog, latest, newest_by_tier
+from dbguardian.errors import BackupNotFound, DbguardianError
 from dbguardian.health import BackupFact, TargetFacts, Verdict, evaluate
 from dbguardian.jobs.backup import target_config, target_storages
 from dbguardian.logs import get_logger
 from dbguardian.pipeline.read import stored_bytes
 from dbguardian.policy import Policy
+from dbguardian.policy.monitoring import IntegrityRules
 from dbguardian.postgres import connected, connection_info
-from dbguardian.schedule import catch_up_plan, job_specs
+from dbguardian.schedule import JobSpec, catch_up_plan
 from dbguardian.state import last_attempt, read_json, write_json
 from dbguardian.storage import Storage
+from dbguardian.units import format_size
 
 log = get_logger("dbguardian.health")
-
-INTEGRITY_RECHECK = timedelta(hours=24)
 
 
 async def _probe(storage: Storage) -> None:
     """List, then write, read back and delete a small object."""
-    key = f"_dbguardian/probe/{socket.gethostname()}-{secrets.token_hex(4)}"
+    key = keys.probe_key(socket.gethostname(), secrets.token_hex(4))
     payload = secrets.token_bytes(64)
     await storage.put_bytes(key, payload)
     try:
@@ -50,67 +52,110 @@ async def _database_failures(policy: Policy, target: str) -> tuple[int, str | No
     return failures, error
 
 
-async def _integrity(
-    policy: Policy, storage: Storage, record: BackupRecord, now: datetime, verified: dict[str, str]
-) -> str | None:
-    """Re-read the newest backup's objects on one storage (once a day per backup); None if they match."""
-    key = f"{storage.name}:{record.id}"
-    last = verified.get(key)
-    if last is not None and now - datetime.fromisoformat(last) < INTEGRITY_RECHECK:
-        return None
+async def _reread(storage: Storage, record: AnyBackup) -> str | None:
+    """Read the backup's objects back and check size and sha256; None if they match."""
     try:
         for stored in record.manifest.objects.values():
             async for _ in stored_bytes(storage, stored):
                 pass
     except DbguardianError as error:
         return str(error)
-    verified[key] = now.isoformat()
     return None
 
 
-async def gather(policy: Policy, target_name: str, now: datetime, *, running: bool = False) -> TargetFacts:
-    target = target_config(policy, target_name)
-    storages = target_storages(policy, target)
+async def _integrity(
+    policy: Policy,
+    target: str,
+    storages: Sequence[Storage],
+    per_storage: dict[str, list[AnyBackup]],
+    now: datetime,
+    rules: IntegrityRules,
+) -> tuple[dict[str, str], list[str]]:
+    """Re-read the newest backup on each storage, within the policy's budget (``health.integrity``).
+
+    A backup is re-read at most once per ``every``; one larger than ``max_bytes`` (the most one health
+    run reads per storage) is not read here at all — the verify job checks it — and that is logged
+    once per backup and storage. Returns the problems per storage and what was checked.
+    """
+    verified_path = policy.state_dir / "health" / "verified.json"
+    verified: dict[str, str] = read_json(verified_path) or {}
+    state_path = policy.state_dir / "health" / f"{target}.json"
+    state = read_json(state_path) or {}
+    told_too_big = set(state.get("integrity_too_big", []))
+    too_big: list[str] = []
+    errors: dict[str, str] = {}
+    checked: list[str] = []
+    mine = f":{target}/"  # verified.json is shared by every target; each prunes its own entries
+    for storage in storages:
+        storage_name = storage.name
+        try:
+            newest = latest(per_storage.get(storage_name, []), target)
+        except BackupNotFound:
+            continue
+        key = f"{storage_name}:{target}/{newest.id}"
+        size = sum(stored.size_bytes for stored in newest.manifest.objects.values())
+        if size > rules.max_bytes:
+            too_big.append(key)
+            if key not in told_too_big:
+                log.warning("integrity re-read skipped: the backup is larger than health.integrity.max_bytes; "
+                            "the verify job checks it", target=target, storage=storage_name, id=newest.id,
+                            size=format_size(size), max_bytes=format_size(rules.max_bytes))  # fmt: skip
+            continue
+        checked.append(f"{storage_name}:{newest.id}")
+        last = verified.get(key)
+        if last is not None and now - datetime.fromisoformat(last) < rules.every:
+            continue
+        problem = await _reread(storage, newest)
+        if problem is None:
+            verified[key] = now.isoformat()
+        else:
+            errors[storage_name] = problem
+    write_json(
+        verified_path,
+        {k: v for k, v in verified.items() if mine not in k or now - datetime.fromisoformat(v) < rules.every},
+    )
+    if set(too_big) != told_too_big:
+        write_json(state_path, {**state, "integrity_too_big": sorted(too_big)})
+    return errors, checked
+
+
+async def gather(
+    policy: Policy,
+    target_name: str,
+    now: datetime,
+    specs: Sequence[JobSpec],
+    *,
+    running: bool = False,
+    storages: Sequence[Storage] | None = None,
+) -> TargetFacts:
+    """``specs``: the job table, against which missed runs are judged; ``storages``: the target's (opened
+    from the policy unless given)."""
+    if storages is None:
+        storages = target_storages(policy, target_config(policy, target_name))
     storage_errors: dict[str, str] = {}
-    records: dict[str, BackupRecord] = {}
-    per_storage: dict[str, list[BackupRecord]] = {}
+    records: dict[str, AnyBackup] = {}
+    per_storage: dict[str, list[AnyBackup]] = {}
     for storage in storages:
         try:
-            found = await list_backups([storage], target_name)
+            found = await Catalog([storage]).backups(target_name)
             await _probe(storage)
         except DbguardianError as error:
             storage_errors[storage.name] = str(error)
             continue
         per_storage[storage.name] = found
         for record in found:
-            merged = records.setdefault(record.id, BackupRecord(record.manifest))
+            merged = records.setdefault(record.id, Backup(record.manifest))
             merged.storages.append(storage.name)
 
-    verified_path = policy.state_dir / "health" / "verified.json"
-    verified: dict[str, str] = read_json(verified_path) or {}
-    integrity_errors: dict[str, str] = {}
-    checked: list[str] = []
-    for storage in storages:
-        regular = [r for r in per_storage.get(storage.name, []) if r.manifest.tier != "safety"]
-        if not regular:
-            continue
-        newest = regular[0]  # list_backups sorts newest first
-        checked.append(f"{storage.name}:{newest.id}")
-        problem = await _integrity(policy, storage, newest, now, verified)
-        if problem is not None:
-            integrity_errors[storage.name] = problem
-    write_json(verified_path, {k: v for k, v in verified.items() if now - datetime.fromisoformat(v) < INTEGRITY_RECHECK})
+    rules = policy.health_rules(target_name).integrity
+    integrity_errors, checked = await _integrity(policy, target_name, storages, per_storage, now, rules)
 
     db_failures, db_error = await _database_failures(policy, target_name)
 
-    newest_by_tier: dict[tuple[str, str], datetime] = {}
-    for record in records.values():
-        tier_key = (target_name, record.manifest.tier)
-        newest_by_tier[tier_key] = max(newest_by_tier.get(tier_key, record.manifest.started_at), record.manifest.started_at)
-    specs = [spec for spec in job_specs(policy) if spec.target == target_name]
+    specs = [spec for spec in specs if spec.target == target_name]
     missed = [] if running else [
         f"{item.spec.id} {item.reason}"
-        for item in catch_up_plan(specs, newest_by_tier, now - policy.misfire_grace_time)
+        for item in catch_up_plan(specs, newest_by_tier(records.values()), now - policy.misfire_grace_time)
         if item.missed_fire_time is not None
     ]  # fmt: skip
 
@@ -132,7 +177,7 @@ async def gather(policy: Policy, target_name: str, now: datetime, *, running: bo
 
 
 async def check_target(
-    policy: Policy, target_name: str, now: datetime, *, running: bool = False
+    policy: Policy, target_name: str, now: datetime, specs: Sequence[JobSpec], *, running: bool = False
 ) -> tuple[list[Verdict], TargetFacts]:
-    facts = await gather(policy, target_name, now, running=running)
+    facts = await gather(policy, target_name, now, specs, running=running)
     return evaluate(target_name, facts, policy.health_rules(target_name), now), facts
