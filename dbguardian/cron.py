@@ -2,7 +2,25 @@
 
 Pure functions, table-tested. Daylight-saving rules follow classic cron: a local time that does not
 exist (the hour skipped in spring) fires once at the moment the clocks jump; a local time that
-occurs twice (the hour repeated in autumn) fires once, at its first occurrence.
+occurs twice (the hour repeated in autumn) fires once, at its first occurrence, except for a job
+that runs every hour, which keeps its rhythm through the repeated hour.
+
+Why not croniter: croniter 7.0 was run against the same tables (tests/unit/test_cron.py runs them
+against it and pins the differences below, so a croniter release that changes them is noticed).
+It agrees on plain fields, names, steps, ranges, the day-of-month OR day-of-week rule, time zones
+and a fixed-time job in the spring gap, but:
+
+- a repeated local time fires twice, daily jobs too: ``30 2 * * *`` in Europe/Berlin on 2026-10-25
+  fires at 02:30+02:00 and again at 02:30+01:00 (ours: once; next run 2026-10-26 02:30+01:00).
+  Same for ``45 1 * * *`` on Lord Howe Island (half-hour shift), ``15 1-4 * * *`` in New York
+  (01:15 twice) and ``45 23 * * 6`` in Santiago (clocks go back at midnight: Saturday 23:45 twice).
+  For a backup or a drill that is a second full run.
+- a job whose hour field is ``*`` skips a time the clocks jump over: ``30 * * * *`` in Berlin on
+  2026-03-29 fires 01:30, 03:30 (ours: 01:30, 03:00, 03:30); ``0 * * * *`` on Lord Howe Island
+  (02:00 -> 02:30) fires 01:00, 03:00 (ours: 01:00, 02:30, 03:00).
+- it accepts what the policy refuses and would need a second validator: 6 and 7 fields (seconds,
+  year), ``@daily``, ``L``, ``#``, ``?``, ``5-1`` (a range that wraps around); ``0 0 30 2 *``
+  (never fires) is refused only when asked for a fire time.
 """
 
 from __future__ import annotations
