@@ -22,7 +22,15 @@ from dbguardian.pipeline.process import Child
 from dbguardian.pipeline.stages import Digest, decompressor
 from dbguardian.pipeline.streams import through_stage
 from dbguardian.progress import Progress
-from dbguardian.storage.base import Storage
+
+
+class Readable(Protocol):
+    """What the read path needs of a storage."""
+
+    @property
+    def name(self) -> str: ...
+
+    def read(self, key: str) -> AsyncIterator[bytes]: ...
 
 
 class ExpectedObject(Protocol):
@@ -45,7 +53,9 @@ class ObjectRef:
     sha256: str
 
 
-async def stored_bytes(storage: Storage, expected: ExpectedObject, progress: Progress | None = None) -> AsyncIterator[bytes]:
+async def stored_bytes(
+    storage: Readable, expected: ExpectedObject, progress: Progress | None = None
+) -> AsyncIterator[bytes]:
     """A stored object's bytes as stored; raises at the end if its size or sha256 differ from ``expected``."""
     digest = Digest()
     async for chunk in storage.read(expected.key):
@@ -67,7 +77,7 @@ async def stored_bytes(storage: Storage, expected: ExpectedObject, progress: Pro
 
 
 async def read_verified(
-    storage: Storage,
+    storage: Readable,
     expected: ExpectedObject,
     *,
     compression: str,
@@ -95,7 +105,7 @@ async def feed_program(child: Child, chunks: AsyncIterator[bytes]) -> None:
 
 @contextlib.asynccontextmanager
 async def spooled_archive(
-    storage: Storage,
+    storage: Readable,
     expected: ExpectedObject,
     *,
     compression: str,

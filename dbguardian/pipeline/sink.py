@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from dbguardian.errors import StorageError
 from dbguardian.logs import get_logger
@@ -22,9 +23,25 @@ from dbguardian.pipeline.encrypt import Encryption, EncryptionInfo
 from dbguardian.pipeline.stages import Digest, Stage
 from dbguardian.pipeline.streams import through_stage
 from dbguardian.progress import Progress
-from dbguardian.storage.base import ObjectWriter, Storage
 
 log = get_logger("dbguardian.sink")
+
+
+class ObjectWriter(Protocol):
+    async def write(self, chunk: bytes) -> None: ...
+
+    async def commit(self) -> object: ...
+
+    async def abort(self) -> None: ...
+
+
+class Destination(Protocol):
+    """What the write path needs of a storage."""
+
+    @property
+    def name(self) -> str: ...
+
+    async def open_writer(self, key: str) -> ObjectWriter: ...
 
 
 @dataclass(frozen=True)
@@ -54,7 +71,7 @@ class FanOut:
         self.live: dict[str, ObjectWriter] = {}
         self.failures: dict[str, str] = {}
 
-    async def open(self, storages: Sequence[Storage]) -> None:
+    async def open(self, storages: Sequence[Destination]) -> None:
         for storage in storages:
             try:
                 self.live[storage.name] = await storage.open_writer(self.key)
@@ -115,7 +132,7 @@ async def _counted(chunks: AsyncIterator[bytes], raw: _Tally, progress: Progress
 
 async def stream_to_storages(
     chunks: AsyncIterator[bytes],
-    storages: Sequence[Storage],
+    storages: Sequence[Destination],
     key: str,
     progress: Progress | None = None,
     *,
