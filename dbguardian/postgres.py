@@ -132,9 +132,21 @@ class Tool:
     path: str
     major: int
     version: str
+    """As the program reports it after ``(PostgreSQL)``: ``15.18 (Debian 15.18-0+deb12u1)``."""
 
 
-_VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
+# "pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)": the version is everything after "(PostgreSQL)".
+_VERSION = re.compile(r"\(PostgreSQL\)\s+((\d+)\S*(?:\s.*)?)$")
+
+
+def parse_tool_version(output: str) -> tuple[int, str] | None:
+    """``(major, version)`` from a pg_* program's ``--version`` output, the version exactly as reported
+    (``15.18 (Debian 15.18-0+deb12u1)``, ``17devel``); None if it is not a PostgreSQL program."""
+    for line in output.splitlines():
+        match = _VERSION.search(line.strip())
+        if match:
+            return int(match.group(2)), match.group(1).strip()
+    return None
 
 
 def _candidates(name: str, extra_dirs: list[Path]) -> list[str]:
@@ -164,10 +176,10 @@ async def _tool_version(path: str) -> Tool | None:
         out, _ = await asyncio.wait_for(process.communicate(), timeout=10)
     except (TimeoutError, OSError):
         return None
-    match = _VERSION.search(out.decode(errors="replace"))
-    if not match:
+    parsed = parse_tool_version(out.decode(errors="replace"))
+    if parsed is None:
         return None
-    return Tool(path=path, major=int(match.group(1)), version=out.decode().strip().split()[-1])
+    return Tool(path=path, major=parsed[0], version=parsed[1])
 
 
 async def find_tool(name: str, major: int, extra_dirs: list[Path] | None = None) -> Tool:
