@@ -20,11 +20,12 @@ from typing import Any
 
 import asyncpg
 
-from dbguardian.catalog import SAFETY_TIER, Manifest, list_backups
+from dbguardian.catalog import Catalog, Manifest, by_id, latest
+from dbguardian.catalog.service import regular
 from dbguardian.cleanup import cleanup_failed
 from dbguardian.drill import judge, pick_backup, scratch_name
-from dbguardian.errors import BackupNotFound, DbguardianError
-from dbguardian.jobs.backup import target_config, target_storages
+from dbguardian.errors import DbguardianError
+from dbguardian.jobs.backup import target_storages
 from dbguardian.logs import get_logger
 from dbguardian.policy import DrillConfig, Policy, TargetConfig
 from dbguardian.postgres import ConnectionInfo, connected, connection_info, find_tool
@@ -125,7 +126,7 @@ async def _verify(info: ConnectionInfo, manifest: Manifest, config: DrillConfig)
 async def run_drill(
     policy: Policy, target_name: str, backup_id: str | None = None, *, rng: random.Random | None = None
 ) -> DrillReport:
-    target = target_config(policy, target_name)
+    target = policy.target(target_name)
     config = target.drill
     report = DrillReport(target_name, None, None, config.mode, None, datetime.now(UTC).isoformat())
     report.rto_target_seconds = config.rto_target.total_seconds() if config.rto_target else None
@@ -153,14 +154,13 @@ async def _drill(
     report: DrillReport,
 ) -> None:
     storages = target_storages(policy, target)
-    records = [r for r in await list_backups(storages, target_name) if r.manifest.tier != SAFETY_TIER]
+    records = regular(await Catalog(storages).logical_backups(target_name))
     if backup_id is not None:
-        records = [r for r in records if r.id == backup_id]
-        if not records:
-            raise BackupNotFound(f"target {target_name!r} has no valid backup {backup_id!r}")
-    if not records:
-        raise BackupNotFound(f"target {target_name!r} has no valid backup to drill")
-    record = pick_backup(records, config.pick if backup_id is None else "newest", config.recent, rng)
+        record = by_id(records, target_name, backup_id)
+    elif config.pick == "newest" or not records:
+        record = latest(records, target_name)
+    else:
+        record = pick_backup(records, config.pick, config.recent, rng)
     storage = next(s for s in storages if s.name in record.storages)
     manifest = record.manifest
     report.backup_id, report.storage = record.id, storage.name

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypedDict
 
-from dbguardian.catalog import BackupRecord, Manifest, list_backups, select_backup
+from dbguardian.catalog import BackupRecord, Catalog, Manifest
 from dbguardian.errors import UsageError
 from dbguardian.policy import Policy, TargetConfig
 from dbguardian.storage import Storage, open_storage
@@ -36,27 +36,17 @@ def server_major_of(server_version: str) -> int:
     return int(server_version.split(".")[0].split()[0])
 
 
-def target_config(policy: Policy, target: str) -> TargetConfig:
-    # Until the policy answers this itself; restore must not import jobs.
-    try:
-        return policy.targets[target]
-    except KeyError:
-        known = ", ".join(sorted(policy.targets)) or "none"
-        raise UsageError(f"unknown target {target!r} (policy defines: {known})") from None
-
-
 def target_storages(policy: Policy, target: TargetConfig) -> list[Storage]:
     return [open_storage(name, policy.storage[name]) for name in target.storage]
 
 
 async def locate(policy: Policy, target_name: str, reference: str, from_storage: str | None = None) -> Located:
     """``reference`` (``latest`` or an id) of ``target_name``, on ``from_storage`` or the first storage holding it."""
-    target = target_config(policy, target_name)
-    storages = target_storages(policy, target)
+    storages = target_storages(policy, policy.target(target_name))
     if from_storage is not None:
         storages = [storage for storage in storages if storage.name == from_storage]
         if not storages:
             raise UsageError(f"target {target_name!r} does not use storage {from_storage!r}")
-    record = select_backup(await list_backups(storages, target_name), target_name, reference)
+    record = await Catalog(storages).logical(target_name, reference)
     chosen = next(storage for storage in storages if storage.name in record.storages)
     return Located(record, chosen)

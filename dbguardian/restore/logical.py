@@ -27,7 +27,7 @@ from dbguardian.pipeline.encrypt import identity_file
 from dbguardian.policy import Policy
 from dbguardian.postgres import ConnectionInfo, connected, connection_info, find_tool
 from dbguardian.progress import Progress
-from dbguardian.restore.locate import locate, server_major_of, target_config
+from dbguardian.restore.locate import locate, server_major_of
 from dbguardian.restore.pg_restore import archive, run_pg_restore
 from dbguardian.restore.verify import verify_counts
 from dbguardian.scratch import MAX_DB_NAME, ScratchDatabase, admin_session, database_exists, drop_database, scratch_database
@@ -77,7 +77,7 @@ async def restore(
     if not into or len(into) > MAX_DB_NAME:
         raise UsageError(f"--into must be a database name of 1 to {MAX_DB_NAME} characters")
     started = time.monotonic()
-    target = target_config(policy, target_name)
+    target = policy.target(target_name)
     located = await locate(policy, target_name, reference, from_storage)
     manifest = located.record.manifest
     if manifest.encryption is not None:

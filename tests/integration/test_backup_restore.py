@@ -197,9 +197,48 @@ def test_manifest_with_sql_in_its_settings_is_refused(
     into = dropper(f"{database}_copy")
     result = run_cli(policy, "restore", "app", "latest", "--into", into)
     assert result.returncode == 1
-    what = "is not a PostgreSQL encoding name" if field == "encoding" else "is not a locale name"
-    assert f"refusing to create database '{into}_dbg_restore_" in result.stderr and what in result.stderr
+    assert ("is not a PostgreSQL encoding name" if field == "encoding" else "is not a locale name") in result.stderr
     assert databases(pg) == before  # the victim is there, and nothing was created (no staging database either)
+
+
+class Like:
+    """What a scratch database copies (a manifest's encoding and locales)."""
+
+    def __init__(self, encoding: str = "UTF8", lc_collate: str = "C.UTF-8", lc_ctype: str = "C.UTF-8") -> None:
+        self.encoding, self.lc_collate, self.lc_ctype = encoding, lc_collate, lc_ctype
+
+
+@pytest.mark.parametrize(
+    ("like", "message"),
+    [
+        (Like(encoding="UTF8'; DROP DATABASE {victim}; --"), "is not a PostgreSQL encoding name"),
+        (Like(encoding="NO_SUCH_ENCODING"), "is not a PostgreSQL encoding name"),
+        (Like(lc_collate="C'; DROP DATABASE {victim}; --"), "LC_COLLATE"),
+        (Like(lc_ctype="C.UTF-8\\'; DROP DATABASE {victim}; --"), "LC_CTYPE"),
+    ],
+    ids=["sql-in-encoding", "unknown-encoding", "sql-in-collate", "backslash-in-ctype"],
+)
+def test_scratch_databases_refuse_settings_that_are_not_names(
+    pg: Postgres, database: str, dropper: Callable[[str], str], like: Like, message: str
+) -> None:
+    # Defence in depth: whatever reaches CREATE DATABASE (not only a parsed manifest) is checked and quoted.
+    from dbguardian.errors import RestoreRefused
+    from dbguardian.postgres import ConnectionInfo
+    from dbguardian.scratch import admin_session, scratch_database
+
+    victim = dropper(f"{database}_victim")
+    pg.psql(f"CREATE DATABASE {victim}")
+    hostile = Like(*(value.format(victim=victim) for value in (like.encoding, like.lc_collate, like.lc_ctype)))
+    server = ConnectionInfo(pg.dsn(database), pg.password, database)
+    before = databases(pg)
+
+    async def scenario() -> None:
+        async with admin_session(server) as admin, scratch_database(admin, server, f"{database}_scratch", hostile):
+            raise AssertionError("created")
+
+    with pytest.raises(RestoreRefused, match=f"refusing to create database '{database}_scratch': .*{message}"):
+        asyncio.run(scenario())
+    assert databases(pg) == before
 
 
 def test_a_staging_database_that_cannot_be_dropped_is_logged_and_counted(pg: Postgres, database: str) -> None:
@@ -210,9 +249,6 @@ def test_a_staging_database_that_cannot_be_dropped_is_logged_and_counted(pg: Pos
     server = ConnectionInfo(pg.dsn(database), pg.password, database)
     before = cleanup_failures()["staging_database"]
     name = f"{database}_scratch"
-
-    class Like:
-        encoding, lc_collate, lc_ctype = "UTF8", "C.UTF-8", "C.UTF-8"
 
     async def scenario() -> None:
         async with admin_session(server) as admin, scratch_database(admin, server, name, Like()) as scratch:

@@ -186,9 +186,10 @@ def test_drill_refuses_a_manifest_with_sql_in_its_encoding(pg: Postgres, databas
     manifest = json.loads(path.read_text())
     manifest["encoding"] = f"UTF8'; DROP DATABASE {database}; --"
     path.write_text(json.dumps(manifest))
-    code, report = drill_json(policy)
-    assert code == 1 and report["ok"] is False
-    assert "is not a PostgreSQL encoding name" in report["error"]
+    result = run_cli(policy, "drill", "app", "--json", timeout=180)
+    report = json.loads(result.stdout)
+    assert result.returncode == 1 and report["ok"] is False and report["error"]
+    assert "is not a PostgreSQL encoding name" in result.stderr
     assert pg.psql(f"SELECT count(*) FROM pg_database WHERE datname = '{database}'") == "1"
     assert drills(pg) == "0"
 
