@@ -9,7 +9,6 @@ import click
 
 from dbguardian.cli.common import policy_from, run_async
 from dbguardian.errors import OperationError, UsageError
-from dbguardian.jobs.backup import target_config
 from dbguardian.jobs.drill import DrillReport, read_history, run_drill
 
 # `drill history` lists past drills, unless the policy has a target of that name (then it drills it).
@@ -32,7 +31,7 @@ def command(ctx: click.Context, target: str | None, history: bool, backup_id: st
         return
     if target is None:
         raise UsageError("drill needs a TARGET (or --history)")
-    target_config(policy, target)  # unknown target: a usage error naming the defined ones
+    policy.target(target)  # unknown target: a usage error naming the defined ones
     report = run_async(lambda: run_drill(policy, target, backup_id))
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
