@@ -6,7 +6,6 @@ Decide first (``retention.plan``), then act: for each backup to delete, its mani
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -20,6 +19,7 @@ from dbguardian.policy import Policy
 from dbguardian.retention import BackupFacts, Decision, Rules, plan
 from dbguardian.state import last_attempt_failed
 from dbguardian.storage import Storage
+from dbguardian.storage.base import stale_upload_cleaner
 
 log = get_logger("dbguardian.prune")
 
@@ -95,9 +95,9 @@ async def _prune_storage(
     if dry_run:
         return
     result.leftovers.extend(await remove_leftovers(storage, target_name, now, policy.leftover_grace))
-    abort_stale: Callable[[datetime], object] | None = getattr(storage, "abort_stale_uploads", None)
-    if abort_stale is not None:
-        aborted = await storage.abort_stale_uploads(now - policy.leftover_grace)  # type: ignore[attr-defined]
+    cleaner = stale_upload_cleaner(storage)  # declared by Capabilities.stale_upload_cleanup
+    if cleaner is not None:
+        aborted = await cleaner.abort_stale_uploads(now - policy.leftover_grace)
         result.aborted_uploads.extend(aborted)
 
 

@@ -1,12 +1,19 @@
 """A directory on a local (or mounted) filesystem.
 
 Durability follows the usual recipe: write to a hidden temporary name in the final directory,
-fsync the file, rename it over the final name, fsync the directory.
+fsync the file, rename it over the final name, fsync the directory. A conditional create
+(``put_bytes(..., if_absent=True)``) links the temporary file to the final name instead: ``link``
+fails if the name exists, atomically, where ``rename`` would replace it.
+
+Capabilities: ``list_dirs`` is one directory read (delimiter listing); temporary files left by a
+crash (``.<name>.tmp-<pid>-<random>``) are removed by ``abort_stale_uploads`` once older than the
+grace (stale-upload cleanup); conditional create by ``link``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import errno
 import os
@@ -16,10 +23,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from dbguardian.errors import ObjectNotFound, StorageError
+from dbguardian.errors import ObjectExists, ObjectNotFound, StorageError
+from dbguardian.logs import get_logger
 from dbguardian.policy.base import AbsolutePath
 from dbguardian.policy.storage import StorageConfigBase
 from dbguardian.storage.base import READ_CHUNK, Capabilities, ObjectInfo, check_key
+
+log = get_logger("dbguardian.storage.local")
 
 TEMP_MARK = ".tmp-"
 # Written data older than this is handed to the disk early and dropped from the page cache (see
@@ -82,19 +92,27 @@ class LocalWriter:
             await self.abort()
             raise _describe_os_error("cannot write", self._final, error) from None
 
-    def _commit_sync(self) -> ObjectInfo:
+    def _commit_sync(self, if_absent: bool) -> ObjectInfo:
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
-        self._temp.rename(self._final)
+        if if_absent:
+            os.link(self._temp, self._final)  # FileExistsError if taken: never replaces
+            self._temp.unlink()
+        else:
+            self._temp.rename(self._final)
         _fsync_dir(self._final.parent)
         return ObjectInfo(key=self._key, size=self._size, modified=datetime.fromtimestamp(self._final.stat().st_mtime, UTC))
 
-    async def commit(self) -> ObjectInfo:
+    async def commit(self, *, if_absent: bool = False) -> ObjectInfo:
+        """Make the object visible; with ``if_absent``, only if nothing is stored under its key (else ObjectExists)."""
         if self._done:
             raise StorageError(f"{self._final}: writer already finished")
         try:
-            info = await asyncio.to_thread(self._commit_sync)
+            info = await asyncio.to_thread(self._commit_sync, if_absent)
+        except FileExistsError:
+            await self.abort()
+            raise ObjectExists(f"{self._key}: an object already exists there") from None
         except OSError as error:
             await self.abort()
             raise _describe_os_error("cannot commit", self._final, error) from None
@@ -109,7 +127,7 @@ class LocalWriter:
 
 
 class LocalStorage:
-    capabilities = Capabilities(atomic_rename=True)
+    capabilities = Capabilities(delimiter_listing=True, stale_upload_cleanup=True, conditional_put=True)
 
     def __init__(self, name: str, root: Path) -> None:
         self.name = name
@@ -199,14 +217,65 @@ class LocalStorage:
         except OSError as error:
             raise _describe_os_error("cannot delete", self._path(key), error) from None
 
-    async def put_bytes(self, key: str, data: bytes) -> ObjectInfo:
+    async def put_bytes(self, key: str, data: bytes, if_absent: bool = False) -> ObjectInfo:
         writer = await self.open_writer(key)
         try:
             await writer.write(data)
         except BaseException:
             await writer.abort()
             raise
+        if if_absent:
+            # Fail early, without writing, when the key is visibly taken; link() decides races.
+            if self._path(key).exists():
+                await writer.abort()
+                raise ObjectExists(f"{self.name}: an object already exists at {key}")
+            try:
+                return await writer.commit(if_absent=True)
+            except ObjectExists:
+                raise ObjectExists(f"{self.name}: an object already exists at {key}") from None
         return await writer.commit()
+
+    def _list_dirs_sync(self, prefix: str) -> builtins.list[str]:
+        base = self.root.joinpath(*check_key(prefix.rstrip("/")).split("/")) if prefix.strip("/") else self.root
+        try:
+            entries = builtins.list(os.scandir(base))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return sorted(entry.name for entry in entries if entry.is_dir(follow_symlinks=False))
+
+    async def list_dirs(self, prefix: str) -> builtins.list[str]:
+        try:
+            return await asyncio.to_thread(self._list_dirs_sync, prefix)
+        except OSError as error:
+            raise _describe_os_error("cannot list", self.root, error) from None
+
+    def _stale_sync(self, older_than: datetime) -> builtins.list[str]:
+        removed: builtins.list[str] = []
+        cutoff = older_than.timestamp()
+        if not self.root.is_dir():
+            return removed
+        for directory, _subdirs, files in os.walk(self.root):
+            for file_name in files:
+                if TEMP_MARK not in file_name:
+                    continue
+                path = Path(directory, file_name)
+                with contextlib.suppress(FileNotFoundError):  # finished or removed meanwhile
+                    if path.stat().st_mtime < cutoff:
+                        path.unlink()
+                        removed.append(path.relative_to(self.root).as_posix())
+        return sorted(removed)
+
+    async def abort_stale_uploads(self, older_than: datetime) -> builtins.list[str]:
+        """Remove temporary files (``.tmp-``) not written to since ``older_than``: leftovers of crashed writers."""
+        if older_than.tzinfo is None:
+            older_than = older_than.replace(tzinfo=UTC)
+        try:
+            removed = await asyncio.to_thread(self._stale_sync, older_than)
+        except OSError as error:
+            raise _describe_os_error("cannot clean up under", self.root, error) from None
+        if removed:
+            log.info("removed stale temporary files", storage=self.name, keys=removed)
+        return removed
 
     async def get_bytes(self, key: str) -> bytes:
         return b"".join([chunk async for chunk in self.read(key)])

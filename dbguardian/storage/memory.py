@@ -1,12 +1,17 @@
-"""An in-memory backend: the reference implementation of the contract, for tests and dry runs."""
+"""An in-memory backend: the reference implementation of the contract, for tests and dry runs.
+
+It has nothing that could go stale (a writer keeps its bytes until commit), so it declares no
+stale-upload cleanup; listing folders and conditional creates are exact.
+"""
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
-from dbguardian.errors import ObjectNotFound, StorageError
-from dbguardian.storage.base import READ_CHUNK, Capabilities, ObjectInfo, check_key
+from dbguardian.errors import ObjectExists, ObjectNotFound, StorageError
+from dbguardian.storage.base import READ_CHUNK, Capabilities, ObjectInfo, check_key, folder
 
 
 class MemoryWriter:
@@ -35,7 +40,7 @@ class MemoryWriter:
 
 
 class MemoryStorage:
-    capabilities = Capabilities(atomic_rename=True)
+    capabilities = Capabilities(delimiter_listing=True, conditional_put=True)
 
     def __init__(self, name: str = "memory") -> None:
         self.name = name
@@ -70,10 +75,17 @@ class MemoryStorage:
     async def delete(self, key: str) -> None:
         self.objects.pop(check_key(key), None)
 
-    async def put_bytes(self, key: str, data: bytes) -> ObjectInfo:
+    async def put_bytes(self, key: str, data: bytes, if_absent: bool = False) -> ObjectInfo:
+        if if_absent and check_key(key) in self.objects:
+            raise ObjectExists(f"{self.name}: an object already exists at {key}")
         writer = await self.open_writer(key)
         await writer.write(data)
         return await writer.commit()
+
+    async def list_dirs(self, prefix: str) -> builtins.list[str]:
+        base = folder(prefix)
+        below = [key[len(base) :] for key in self.objects if key.startswith(base)]
+        return sorted({rest.split("/")[0] for rest in below if "/" in rest})
 
     async def get_bytes(self, key: str) -> bytes:
         return b"".join([chunk async for chunk in self.read(key)])

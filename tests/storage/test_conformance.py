@@ -1,33 +1,65 @@
-"""One contract, every backend (see dbguardian/storage/base.py)."""
+"""One contract, every backend: the checks of dbguardian.storage.conformance, plus local-only behaviour."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterator
+import secrets
+from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
-from dbguardian.errors import ObjectNotFound, StorageError
+from dbguardian.errors import StorageError
 from dbguardian.storage import open_storage
 from dbguardian.storage.base import Storage
+from dbguardian.storage.conformance import CHECKS, ConformanceError, StorageFactory, run_check, run_conformance
 from dbguardian.storage.local import LocalStorage
 from dbguardian.storage.memory import MemoryStorage
-from tests.storage.conftest import S3Factory
+from tests.storage.conftest import PREFIX, S3Factory
 
 
 @pytest.fixture(params=["local", "memory", "s3"])
-def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
+def factory(request: pytest.FixtureRequest, tmp_path: Path) -> StorageFactory:
+    """Fresh, empty storages of one backend (each call: its own directory or bucket prefix)."""
     if request.param == "local":
-        yield LocalStorage("local", tmp_path / "root")
-    elif request.param == "s3":
-        # Moto over real HTTP, a fresh bucket, keys under "pre/fix/" (see conftest.py); built the way
-        # the policy builds it.
+        return lambda: LocalStorage("local", tmp_path / f"root-{secrets.token_hex(4)}")
+    if request.param == "s3":
+        # Moto over real HTTP, a fresh bucket per test (see conftest.py); built the way the policy builds it.
         make_s3: S3Factory = request.getfixturevalue("make_s3")
-        yield open_storage("s3", make_s3().config)
-    else:
-        yield MemoryStorage("memory")
+        return lambda: open_storage("s3", make_s3(prefix=f"{PREFIX}/{secrets.token_hex(4)}").config)
+    return lambda: MemoryStorage("memory")
+
+
+@pytest.mark.parametrize("check", list(CHECKS))
+def test_contract(factory: StorageFactory, check: str) -> None:
+    asyncio.run(run_check(factory, check))
+
+
+def test_run_conformance_runs_every_check() -> None:
+    assert asyncio.run(run_conformance(lambda: MemoryStorage("memory"))) == list(CHECKS)
+
+
+def test_a_false_declaration_fails_conformance() -> None:
+    """Declaring an ability is a promise the suite holds the backend to."""
+
+    class Boasting(MemoryStorage):
+        capabilities = replace(MemoryStorage.capabilities, stale_upload_cleanup=True)
+
+        async def abort_stale_uploads(self, older_than: datetime) -> list[str]:
+            return []
+
+    with pytest.raises(ConformanceError, match=r"^stale_uploads_are_cleaned_up: the stale upload is removed"):
+        asyncio.run(run_check(lambda: Boasting("memory"), "stale_uploads_are_cleaned_up"))
+
+
+def test_registry_declares_what_each_backend_class_declares() -> None:
+    from dbguardian.storage.registry import BACKENDS
+    from dbguardian.storage.s3.storage import S3Storage
+
+    assert BACKENDS["local"].capabilities == LocalStorage.capabilities
+    assert BACKENDS["s3"].capabilities == S3Storage.capabilities
 
 
 async def _write(storage: Storage, key: str, chunks: list[bytes]) -> None:
@@ -39,76 +71,6 @@ async def _write(storage: Storage, key: str, chunks: list[bytes]) -> None:
 
 async def _read(storage: Storage, key: str) -> bytes:
     return b"".join([chunk async for chunk in storage.read(key, chunk_size=1000)])
-
-
-def test_streamed_write_then_read(storage: Storage) -> None:
-    async def scenario() -> None:
-        data = os.urandom(10_000)
-        await _write(storage, "t/a/dump", [data[:3000], data[3000:], b""])
-        assert await _read(storage, "t/a/dump") == data
-        info = await storage.stat("t/a/dump")
-        assert (info.key, info.size) == ("t/a/dump", 10_000)
-
-    asyncio.run(scenario())
-
-
-def test_nothing_visible_before_commit_or_after_abort(storage: Storage) -> None:
-    async def scenario() -> None:
-        writer = await storage.open_writer("t/b/dump")
-        await writer.write(b"partial")
-        visible = [info.key for info in await storage.list("t/") if ".tmp-" not in info.key]
-        assert visible == []
-        with pytest.raises(ObjectNotFound):
-            await storage.stat("t/b/dump")
-        await writer.abort()
-        assert await storage.list("t/") == []
-
-    asyncio.run(scenario())
-
-
-def test_missing_objects(storage: Storage) -> None:
-    async def scenario() -> None:
-        with pytest.raises(ObjectNotFound):
-            await _read(storage, "nope/x")
-        with pytest.raises(ObjectNotFound):
-            await storage.stat("nope/x")
-        assert await storage.list("nope/") == []
-        await storage.delete("nope/x")  # idempotent
-
-    asyncio.run(scenario())
-
-
-def test_list_is_recursive_sorted_and_prefix_exact(storage: Storage) -> None:
-    async def scenario() -> None:
-        for key in ["app/2/m", "app/1/m", "app/1/d", "apple/1/m", "other/x"]:
-            await storage.put_bytes(key, key.encode())
-        assert [info.key for info in await storage.list("app/")] == ["app/1/d", "app/1/m", "app/2/m"]
-        assert [info.key for info in await storage.list("app")] == ["app/1/d", "app/1/m", "app/2/m", "apple/1/m"]
-        assert len(await storage.list()) == 5
-
-    asyncio.run(scenario())
-
-
-def test_put_replaces_and_delete_removes(storage: Storage) -> None:
-    async def scenario() -> None:
-        await storage.put_bytes("k/v", b"one")
-        await storage.put_bytes("k/v", b"two")
-        assert await storage.get_bytes("k/v") == b"two"
-        await storage.delete("k/v")
-        with pytest.raises(ObjectNotFound):
-            await storage.get_bytes("k/v")
-        assert await storage.list("k/") == []
-
-    asyncio.run(scenario())
-
-
-@pytest.mark.parametrize("key", ["", "/abs", "a/../b", "a//b", "./a", "a/."])
-def test_unsafe_keys_rejected(storage: Storage, key: str) -> None:
-    async def scenario() -> None:
-        with pytest.raises(StorageError, match="invalid storage key"):
-            await storage.put_bytes(key, b"x")
-
-    asyncio.run(scenario())
 
 
 def test_local_leaves_no_empty_directories(tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ from botocore.httpchecksum import Crc32Checksum
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from dbguardian.errors import ObjectNotFound, StorageError
+from dbguardian.errors import ObjectExists, ObjectNotFound, StorageError
 from dbguardian.storage.s3 import multipart as s3_multipart
 from dbguardian.storage.s3.multipart import (
     MAX_OBJECT_SIZE,
@@ -613,9 +613,40 @@ def test_one_storage_across_event_loops(make_s3: S3Factory) -> None:
     assert [info.key for info in asyncio.run(storage.list())] == ["t/loops/x"]
 
 
-def test_describe_and_capabilities(make_s3: S3Factory, s3_bucket: str) -> None:
+def test_describe_and_config_checks(make_s3: S3Factory, s3_bucket: str) -> None:
+    # (The declared capabilities are held to their behaviour by the conformance suite, test_conformance.py.)
     storage = make_s3()
-    assert storage.capabilities.atomic_rename is False
     assert storage.describe().startswith(f"s3 (s3://{s3_bucket}/{PREFIX}/ at http://127.0.0.1:")
     with pytest.raises(StorageError, match="sse_kms_key_id needs sse: aws:kms"):
         make_s3(sse_kms_key_id="alias/backups")
+
+
+def test_conditional_put_sends_if_none_match(make_s3: S3Factory, moto_server: MotoServer, s3_bucket: str) -> None:
+    async def scenario() -> None:
+        async with Proxy(moto_server.url) as proxy:
+            storage = make_s3(endpoint_url=proxy.url)
+            await storage.put_bytes("t/m/manifest.json", b"{}", if_absent=True)
+            assert b"if-none-match: *" in proxy.heads[-1].lower()
+            with pytest.raises(ObjectExists, match=r"^s3: an object already exists at t/m/manifest.json$"):
+                await storage.put_bytes("t/m/manifest.json", b"{2}", if_absent=True)
+            await storage.put_bytes("t/m/manifest.json", b"{3}")  # unconditional: replaces
+            assert b"if-none-match" not in proxy.heads[-1].lower()
+
+    asyncio.run(scenario())
+    body = moto_server.client().get_object(Bucket=s3_bucket, Key=f"{PREFIX}/t/m/manifest.json")["Body"].read()
+    assert body == b"{3}"
+
+
+def test_list_dirs_is_one_delimiter_listing(make_s3: S3Factory, moto_server: MotoServer) -> None:
+    """Folders come from CommonPrefixes: one request however many objects lie below."""
+
+    async def scenario() -> None:
+        async with Proxy(moto_server.url) as proxy:
+            storage = make_s3(endpoint_url=proxy.url)
+            for number in range(5):
+                await storage.put_bytes(f"app/b{number}/wal/{number}", b"-")
+            proxy.heads.clear()
+            assert await storage.list_dirs("app/") == [f"b{number}" for number in range(5)]
+            assert len(proxy.heads) == 1 and b"delimiter=%2f" in proxy.heads[0].lower()
+
+    asyncio.run(scenario())

@@ -15,7 +15,9 @@ from dbguardian.policy.storage import StorageConfigBase
 from dbguardian.storage.base import Capabilities
 
 S3_CAPABILITIES = Capabilities(
-    atomic_rename=False,  # an object appears when its upload completes; there is no rename
+    delimiter_listing=True,  # ListObjectsV2 with Delimiter="/" (CommonPrefixes)
+    stale_upload_cleanup=True,  # multipart uploads neither completed nor aborted
+    conditional_put=True,  # PutObject with If-None-Match: *
 )
 
 

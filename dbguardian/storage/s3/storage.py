@@ -2,7 +2,10 @@
 
 Objects live under ``<prefix>/<key>`` in the bucket. Writes stream as multipart uploads (see
 :mod:`dbguardian.storage.s3.multipart`); an object is visible only once its upload completes, so
-there is no rename (``atomic_rename=False``) and in-progress writes never show up in listings.
+there is no rename and in-progress writes never show up in listings. Capabilities
+(:data:`~dbguardian.storage.s3.config.S3_CAPABILITIES`): delimiter listing (CommonPrefixes),
+stale-upload cleanup (multipart uploads nobody completed or aborted), conditional put
+(``If-None-Match: *``).
 
 Clients: an aiobotocore client (and its aiohttp connection pool) belongs to one event loop and must
 be closed. The storage therefore keeps no open client: every operation opens one with
@@ -43,10 +46,10 @@ import aiohttp
 import botocore.exceptions as boto_errors
 from aiobotocore.config import AioConfig
 
-from dbguardian.errors import ObjectNotFound, StorageError
+from dbguardian.errors import ObjectExists, ObjectNotFound, StorageError
 from dbguardian.logs import get_logger
 from dbguardian.storage import retry
-from dbguardian.storage.base import READ_CHUNK, ObjectInfo, check_key
+from dbguardian.storage.base import READ_CHUNK, ObjectInfo, check_key, folder
 from dbguardian.storage.retry import RetryPolicy
 from dbguardian.storage.s3.config import S3_CAPABILITIES, S3StorageConfig
 from dbguardian.storage.s3.multipart import MAX_PART_SIZE, S3Writer, part_size_for
@@ -59,6 +62,7 @@ TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
 TRANSIENT_CODES = frozenset(
     {
         "RequestTimeout",
+        "ConditionalRequestConflict",  # 409: a concurrent conditional write; AWS says retry
         "RequestTimeoutException",
         "PriorRequestNotComplete",
         "InternalError",
@@ -351,15 +355,45 @@ class S3Storage:
                     "delete", key, partial(client.delete_object, Bucket=self.bucket, Key=full_key), not_found=True
                 )
 
-    async def put_bytes(self, key: str, data: bytes) -> ObjectInfo:
-        """A single PutObject: S3 replaces objects atomically, readers never see a torn one."""
+    async def put_bytes(self, key: str, data: bytes, if_absent: bool = False) -> ObjectInfo:
+        """A single PutObject: S3 replaces objects atomically, readers never see a torn one.
+
+        ``if_absent``: ``If-None-Match: *``, S3 refuses (412) when the key exists → ObjectExists. (A
+        retry whose first attempt landed but whose answer was lost also sees 412: the caller must treat
+        ObjectExists as "someone wrote this key", which includes itself.)
+        """
         full_key = self._full_key(key)
         if len(data) > MAX_PART_SIZE:
             raise StorageError(f"{self.name}: {key} is too large for a single upload ({len(data)} bytes)")
         params = {"Bucket": self.bucket, "Key": full_key, "Body": data, **self.object_params()}
+        if if_absent:
+            params["IfNoneMatch"] = "*"
         async with self.client() as client:
-            await self.call("upload", key, partial(client.put_object, **params))
+
+            async def put() -> object:
+                try:
+                    return await client.put_object(**params)
+                except boto_errors.ClientError as error:
+                    if if_absent and (error_code(error) == "PreconditionFailed" or http_status(error) == 412):
+                        raise ObjectExists(f"{self.name}: an object already exists at {key}") from None
+                    raise
+
+            await self.call("upload", key, put)
         return ObjectInfo(key, len(data), datetime.now(UTC))
+
+    async def list_dirs(self, prefix: str) -> builtins.list[str]:
+        """Folder names directly below ``prefix``: ListObjectsV2 with ``Delimiter="/"`` (CommonPrefixes)."""
+        base = self._root + folder(prefix)
+        names: builtins.list[str] = []
+        async with self.client() as client:
+            params = {"Bucket": self.bucket, "Prefix": base, "Delimiter": "/"}
+            while True:
+                page = await self.call("list folders under", prefix, partial(client.list_objects_v2, **params))
+                names.extend(str(item["Prefix"])[len(base) :].rstrip("/") for item in page.get("CommonPrefixes", []))
+                if not page.get("IsTruncated"):
+                    break
+                params["ContinuationToken"] = page["NextContinuationToken"]
+        return sorted(name for name in names if name)
 
     async def get_bytes(self, key: str) -> bytes:
         return b"".join([chunk async for chunk in self.read(key)])
