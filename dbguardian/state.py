@@ -1,4 +1,10 @@
-"""Small durable facts dbguardian keeps in ``state_dir`` (one JSON file per subject, replaced atomically)."""
+"""Small durable facts dbguardian keeps in ``state_dir`` (one JSON file per subject, replaced atomically).
+
+Everything under ``state_dir`` is private to the service user, whatever the umask of the shell or
+cron job that started dbguardian: files are created 0600 and directories 0700 (``mkdir``'s mode is
+masked by the umask, so directories are chmod-ed after creation). Use :func:`private_dirs`,
+:func:`write_json`, :func:`append_line` and :func:`open_private` for anything written there.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,7 @@ import json
 import os
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from dbguardian.cleanup import cleanup_failed
 from dbguardian.logs import get_logger
@@ -14,14 +20,59 @@ from dbguardian.logs import get_logger
 log = get_logger("dbguardian.state")
 
 
+PRIVATE_FILE = 0o600
+PRIVATE_DIR = 0o700
+
+
+def private_dirs(path: Path) -> Path:
+    """Create ``path`` and its missing parents as 0700 directories (existing ones are left as they are)."""
+    missing: list[Path] = []
+    current = path
+    while not current.is_dir():
+        missing.append(current)
+        if current.parent == current:
+            break
+        current = current.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(mode=PRIVATE_DIR)
+        except FileExistsError:
+            if not directory.is_dir():
+                raise
+            continue  # made meanwhile by someone else: theirs
+        directory.chmod(PRIVATE_DIR)  # mkdir's mode went through the umask
+    return path
+
+
+def open_private(path: Path, mode: str = "w", *, exclusive: bool = False) -> IO[Any]:
+    """Open ``path`` for writing (``"w"``, ``"a"``, ``"wb"``, ``"ab"``); a new file is created 0600."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_APPEND if mode.startswith("a") else os.O_TRUNC)
+    if exclusive:
+        flags |= os.O_EXCL
+    fd = os.open(path, flags, PRIVATE_FILE)
+    try:
+        os.fchmod(fd, PRIVATE_FILE)  # the umask may have removed bits from a new file's mode
+        return os.fdopen(fd, mode)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dirs(path.parent)
     temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with temp.open("w") as handle:
+    with open_private(temp) as handle:
         json.dump(data, handle, indent=2, default=str)
         handle.flush()
         os.fsync(handle.fileno())
     temp.replace(path)
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append one line to a private log-like file (drill history), creating it and its directory."""
+    private_dirs(path.parent)
+    with open_private(path, "a") as handle:
+        handle.write(line.rstrip("\n") + "\n")
 
 
 def read_json(path: Path) -> Any:

@@ -33,6 +33,7 @@ from dbguardian.restore import Located, server_major_of
 from dbguardian.restore.pg_restore import archive, run_pg_restore
 from dbguardian.restore.verify import CheckResult, verify_counts
 from dbguardian.scratch import admin_session, scratch_database, throwaway_server
+from dbguardian.state import append_line
 
 log = get_logger("dbguardian.drill")
 
@@ -203,9 +204,7 @@ def record_history(policy: Policy, report: DrillReport) -> None:
     """Append the report to the history; a failure to write it is logged and counted, not raised."""
     path = history_path(policy)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a") as handle:
-            handle.write(json.dumps(report.to_json()) + "\n")
+        append_line(path, json.dumps(report.to_json()))  # 0600 in a 0700 directory, whatever the umask
     except OSError as error:
         cleanup_failed("drill_history", error, path=str(path), target=report.target)
 

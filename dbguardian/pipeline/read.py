@@ -22,6 +22,7 @@ from dbguardian.pipeline.process import Child
 from dbguardian.pipeline.stages import Digest, decompressor
 from dbguardian.pipeline.streams import through_stage
 from dbguardian.progress import Progress
+from dbguardian.state import private_dirs
 
 
 class Readable(Protocol):
@@ -117,7 +118,7 @@ async def spooled_archive(
 ) -> AsyncIterator[Path]:
     """The object's original bytes, verified, in a temporary file in ``spool_dir``; removed on exit,
     whatever happens."""
-    spool_dir.mkdir(parents=True, exist_ok=True)
+    private_dirs(spool_dir)  # 0700 whatever the umask (mkstemp's file is 0600)
     fd, spool_name = tempfile.mkstemp(prefix=prefix, suffix=".pgc", dir=spool_dir)
     spool = Path(spool_name)
     try:

@@ -5,6 +5,9 @@ fsync the file, rename it over the final name, fsync the directory. A conditiona
 (``put_bytes(..., if_absent=True)``) links the temporary file to the final name instead: ``link``
 fails if the name exists, atomically, where ``rename`` would replace it.
 
+Permissions: objects are created 0600 and directories 0700 whatever the process umask (a backup
+run from an interactive shell or cron, umask 022, must not leave a world-readable dump).
+
 Capabilities: ``list_dirs`` is one directory read (delimiter listing); temporary files left by a
 crash (``.<name>.tmp-<pid>-<random>``) are removed by ``abort_stale_uploads`` once older than the
 grace (stale-upload cleanup); conditional create by ``link``.
@@ -32,6 +35,9 @@ from dbguardian.storage.base import READ_CHUNK, Capabilities, ObjectInfo, check_
 log = get_logger("dbguardian.storage.local")
 
 TEMP_MARK = ".tmp-"
+# Backups are copies of the database: readable by the service user only, whatever the umask.
+PRIVATE_FILE = 0o600
+PRIVATE_DIR = 0o700
 # Written data older than this is handed to the disk early and dropped from the page cache (see
 # LocalWriter._write_sync).
 WRITEBACK_WINDOW = 16 * 1024 * 1024
@@ -42,6 +48,24 @@ class LocalStorageConfig(StorageConfigBase):
 
     type: Literal["local"]
     path: AbsolutePath
+
+
+def _private_dirs(path: Path) -> None:
+    """Create ``path`` and missing parents 0700 (mkdir's mode is masked by the umask: chmod after)."""
+    missing: list[Path] = []
+    while not path.is_dir():
+        missing.append(path)
+        if path.parent == path:
+            break
+        path = path.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(mode=PRIVATE_DIR)
+        except FileExistsError:
+            if not directory.is_dir():
+                raise
+            continue  # made meanwhile by a concurrent writer, which sets its mode
+        directory.chmod(PRIVATE_DIR)
 
 
 def _describe_os_error(action: str, path: Path, error: OSError) -> StorageError:
@@ -63,7 +87,13 @@ class LocalWriter:
         self._key = key
         self._final = final
         self._temp = final.with_name(f".{final.name}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
-        self._file = self._temp.open("xb")
+        fd = os.open(self._temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, PRIVATE_FILE)
+        try:
+            os.fchmod(fd, PRIVATE_FILE)  # exactly 0600, whatever the umask
+            self._file = os.fdopen(fd, "wb")
+        except BaseException:
+            os.close(fd)
+            raise
         self._size = 0
         self._advised = 0  # bytes before this offset were handed to the disk (posix_fadvise)
         self._done = False
@@ -146,7 +176,7 @@ class LocalStorage:
     async def open_writer(self, key: str) -> LocalWriter:
         path = self._path(key)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            _private_dirs(path.parent)
             return LocalWriter(key, path)
         except OSError as error:
             raise _describe_os_error("cannot create", path, error) from None
