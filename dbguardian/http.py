@@ -1,19 +1,30 @@
-"""The daemon's one HTTP listener, served by the event loop itself (so /healthz proves the loop runs).
+"""The daemon's one HTTP listener (/metrics, /healthz, /readyz), served by aiohttp on the daemon's event loop,
+so an answer from /healthz proves the loop runs.
 
-A deliberately tiny HTTP/1.1 server: GET and HEAD only, one request per connection.
+Routes are plain callables returning a :class:`Response`; GET and HEAD are served, other methods get 405,
+unknown paths 404. Each connection is handled on its own, so a client that connects and sends nothing
+(or half a request) delays nobody; idle connections are closed after a short keep-alive, and closing the
+server does not wait for them.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from dbguardian.errors import OperationError
 from dbguardian.logs import get_logger
 
 log = get_logger("dbguardian.http")
+
+# Scrapers reconnect cheaply; a connection idle (or stalled mid-request) this long is closed.
+KEEPALIVE_SECONDS = 15.0
+# Closing waits this long for a request being answered; idle connections are closed at once.
+SHUTDOWN_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -24,7 +35,27 @@ class Response:
 
 
 Handler = Callable[[], Awaitable[Response] | Response]
-_REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 400: "Bad Request", 503: "Service Unavailable"}
+
+
+class _IntoOurLog(logging.Handler):
+    """aiohttp's protocol log into ours: a client's malformed request at debug, anything else as a warning.
+
+    Left to stdlib logging, every bad request would print a traceback outside the JSON log lines.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        error = record.exc_info[1] if record.exc_info else None
+        fields = {"detail": record.getMessage(), "error": type(error).__name__ if error else None}
+        if isinstance(error, HttpProcessingError) or record.levelno < logging.WARNING:
+            log.debug("http protocol", **fields)
+        else:
+            log.warning("http protocol", **fields, message=str(error).splitlines()[0] if error else None)
+
+
+_protocol_log = logging.getLogger("dbguardian.http.protocol")
+_protocol_log.propagate = False
+_protocol_log.setLevel(logging.DEBUG)
+_protocol_log.addHandler(_IntoOurLog())
 
 
 class HttpServer:
@@ -32,56 +63,45 @@ class HttpServer:
         self.host = host
         self.port = port
         self.routes = routes
-        self._server: asyncio.Server | None = None
+        self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
+        app = web.Application()
+        for path, handler in self.routes.items():
+            app.router.add_get(path, _adapt(path, handler))  # add_get serves HEAD too
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            logger=_protocol_log,
+            keepalive_timeout=KEEPALIVE_SECONDS,
+            shutdown_timeout=SHUTDOWN_SECONDS,
+        )
+        await runner.setup()
         try:
-            self._server = await asyncio.start_server(self._serve, self.host, self.port, reuse_address=True)
+            await web.TCPSite(runner, self.host, self.port, reuse_address=True).start()
         except OSError as error:
+            await runner.cleanup()
             raise OperationError(f"cannot listen on {self.host}:{self.port}: {error.strerror or error}") from None
-        socket = self._server.sockets[0]
-        self.port = socket.getsockname()[1]
+        self._runner = runner
+        self.port = runner.addresses[0][1]
         log.info("http listening", address=f"{self.host}:{self.port}", paths=sorted(self.routes))
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), timeout=2)
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+
+def _adapt(path: str, handler: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def serve(request: web.Request) -> web.Response:
         try:
-            async with asyncio.timeout(10):
-                head = await reader.readuntil(b"\r\n\r\n")
-                method, path = _parse_request_line(head)
-                response = await self._dispatch(method, path)
-                reason = _REASONS.get(response.status, "")
-                headers = (
-                    f"HTTP/1.1 {response.status} {reason}\r\nContent-Type: {response.content_type}\r\n"
-                    f"Content-Length: {len(response.body)}\r\nConnection: close\r\n\r\n"
-                )
-                writer.write(headers.encode() + (b"" if method == "HEAD" else response.body))
-                await writer.drain()
-        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, ValueError):
-            pass
-        finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+            result = handler()
+            response = await result if isinstance(result, Awaitable) else result
+        except Exception:
+            log.exception("http handler failed", path=path)
+            return web.Response(status=500, text="internal error\n")
+        log.debug("http request", method=request.method, path=path, status=response.status)
+        # content_type carries its charset: set the header as is (aiohttp's content_type= refuses parameters).
+        return web.Response(status=response.status, body=response.body, headers={"Content-Type": response.content_type})
 
-    async def _dispatch(self, method: str, path: str) -> Response:
-        handler = self.routes.get(path.split("?", 1)[0])
-        if handler is None:
-            return Response(404, b"not found\n")
-        if method not in ("GET", "HEAD"):
-            return Response(405, b"method not allowed\n")
-        result = handler()
-        return await result if isinstance(result, Awaitable) else result
-
-
-def _parse_request_line(head: bytes) -> tuple[str, str]:
-    line = head.split(b"\r\n", 1)[0].decode("latin-1")
-    parts = line.split()
-    if len(parts) != 3 or not parts[2].startswith("HTTP/"):
-        raise ValueError("bad request line")
-    return parts[0], parts[1]
+    return serve
