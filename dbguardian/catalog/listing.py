@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Protocol, cast
-
 from dbguardian.catalog import keys
 from dbguardian.storage.base import Storage
 
 
-class _DirLister(Protocol):
-    async def list_dirs(self, prefix: str) -> list[str]: ...
-
-
 async def list_folders(storage: Storage, prefix: str) -> list[str]:
-    """Next-level folder names under ``prefix``; only for storages with ``capabilities.delimiter_listing``."""
-    return [keys.folder_name(prefix, entry) for entry in await cast(_DirLister, storage).list_dirs(prefix)]
+    """Next-level folder names under ``prefix``; only called for storages with ``capabilities.delimiter_listing``
+    (without it a backend may walk every object below ``prefix``, and one recursive listing is cheaper)."""
+    return [keys.folder_name(prefix, entry) for entry in await storage.list_dirs(prefix)]
 
 
 async def backup_ids(storage: Storage, target: str) -> list[str]:

@@ -18,7 +18,7 @@ class Spy:
 
 
 class SpyStorage:
-    """Delegates to ``inner``; ``delimiter_listing`` turns on a ``list_dirs`` built from the inner listing."""
+    """Delegates to ``inner``; ``delimiter_listing`` overrides the capability callers read."""
 
     def __init__(self, inner: Storage, *, delimiter_listing: bool | None = None) -> None:
         self.inner = inner
@@ -45,14 +45,7 @@ class SpyStorage:
 
     async def list_dirs(self, prefix: str) -> builtins.list[str]:
         self.spy.dir_lists.append(prefix)
-        inner_list_dirs = getattr(self.inner, "list_dirs", None)
-        if inner_list_dirs is not None and self.inner.capabilities.delimiter_listing:
-            found: builtins.list[str] = await inner_list_dirs(prefix)
-            return found
-        names = {
-            info.key[len(prefix) :].split("/")[0] for info in await self.inner.list(prefix) if "/" in info.key[len(prefix) :]
-        }
-        return sorted(names)
+        return await self.inner.list_dirs(prefix)
 
     async def stat(self, key: str) -> ObjectInfo:
         return await self.inner.stat(key)
@@ -60,8 +53,8 @@ class SpyStorage:
     async def delete(self, key: str) -> None:
         await self.inner.delete(key)
 
-    async def put_bytes(self, key: str, data: bytes) -> ObjectInfo:
-        return await self.inner.put_bytes(key, data)
+    async def put_bytes(self, key: str, data: bytes, if_absent: bool = False) -> ObjectInfo:
+        return await self.inner.put_bytes(key, data, if_absent=if_absent)
 
     async def get_bytes(self, key: str) -> bytes:
         data = await self.inner.get_bytes(key)

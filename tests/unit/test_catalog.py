@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import functools
 import json
 from collections.abc import Callable, Coroutine
@@ -217,6 +218,9 @@ async def test_listing_merges_storages_and_skips_an_unreadable_one() -> None:
 
     class Broken(MemoryStorage):
         async def list(self, prefix: str = "") -> list[ObjectInfo]:
+            raise StorageError("bucket gone")
+
+        async def list_dirs(self, prefix: str) -> builtins.list[str]:
             raise StorageError("bucket gone")
 
     records = await Catalog([first, second, Broken("c")]).backups("app")
