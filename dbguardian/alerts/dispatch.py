@@ -54,6 +54,8 @@ def _parse(moment: str | None) -> datetime | None:
 
 
 class Alerter:
+    """One per process: the alert state file has one writer, whatever reloads happen."""
+
     def __init__(self, policy: Policy, *, count: Counter | None = None, retry_delay: float = 0.5) -> None:
         self.policy = policy
         self.channels = {channel.name: channel for channel in build_channels(policy)}
@@ -61,6 +63,15 @@ class Alerter:
         self._count = count or (lambda channel, result: None)
         self._retry_delay = retry_delay
         self._lock = asyncio.Lock()
+
+    def configure(self, policy: Policy, channels: list[Channel]) -> None:
+        """Take a reloaded policy's channels (built beforehand, so this cannot fail half-way).
+
+        The state file stays where the running policy put it: a changed ``state_dir`` takes effect at
+        the next start (moving alert state under a running daemon would lose or repeat alerts).
+        """
+        self.policy = policy.model_copy(update={"state_dir": self.policy.state_dir})
+        self.channels = {channel.name: channel for channel in channels}
 
     # ------------------------------------------------------------------ persistence
     def _load(self) -> tuple[dict[str, AlertState], list[dict[str, Any]]]:
