@@ -248,7 +248,7 @@ async def discard_objects(storages: Sequence[Storage], target_name: str, backup_
             for info in await storage.list(keys.backup_prefix(target_name, backup_id)):
                 await storage.delete(info.key)
         except Exception as error:  # any storage failure: reported, and the caller's own error stays the one raised
-            cleanup_failed("backup_objects", error, storage=storage.name, backup=f"{target_name}/{backup_id}")
+            cleanup_failed("backup_objects", error, storage=storage.name, backup=keys.backup_prefix(target_name, backup_id))
 
 
 def _root_cause(group: BaseExceptionGroup[BaseException]) -> BaseException:
