@@ -48,10 +48,6 @@ class UnsupportedManifestFormat(InvalidManifest):
 class _Record(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    def __getitem__(self, name: str) -> object:
-        """Dict-style access for callers written when these were dicts (``manifest.compression["algorithm"]``)."""
-        return getattr(self, name)
-
 
 class Compression(_Record):
     algorithm: Literal["zstd", "gzip", "none"]

@@ -253,7 +253,22 @@ class Catalog:
         return latest(self._of_kind(await self.backups(target), kind), target)
 
     async def by_id(self, target: str, backup_id: str) -> AnyBackup:
-        return by_id(await self.backups(target), target, backup_id)
+        try:
+            return by_id(await self.backups(target), target, backup_id)
+        except BackupNotFound:
+            await self._explain_refusal(target, backup_id)
+            raise
+
+    async def _explain_refusal(self, target: str, backup_id: str) -> None:
+        """A backup asked for by id that listing skipped: say why (its manifest was refused), not just
+        "no such backup" — a tampered or newer manifest must not look like a typo."""
+        for storage in self.storages:
+            try:
+                await read_manifest(storage, target, backup_id)
+            except InvalidManifest as error:
+                raise BackupNotFound(f"backup {backup_id!r} of {target!r} cannot be used: {error}") from None
+            except (StorageError, ValueError):
+                continue
 
     async def at_or_before(self, target: str, moment: datetime, *, kind: Kind | None = None) -> AnyBackup:
         return at_or_before(self._of_kind(await self.backups(target), kind), target, moment)
@@ -263,7 +278,7 @@ class Catalog:
 
     async def logical(self, target: str, reference: str = "latest") -> BackupRecord:
         """A logical backup to restore or drill: ``latest`` or an exact id."""
-        record = select(await self.backups(target), target, reference)
+        record = await (self.latest(target) if reference == "latest" else self.by_id(target, reference))
         if not isinstance(record.manifest, LogicalManifest):
             raise BackupNotFound(f"backup {record.id} of {target!r} is a {record.manifest.kind} backup, not a pg_dump one")
         return Backup(record.manifest, record.storages)

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import click
 
+from dbguardian.backup.logical import run_backup
 from dbguardian.cli.common import policy_from, run_async
-from dbguardian.jobs.backup import run_backup
 from dbguardian.units import format_size
 
 

@@ -7,7 +7,6 @@ import click
 
 from dbguardian.cli.common import policy_from, run_async
 from dbguardian.health import Verdict
-from dbguardian.jobs.backup import target_config
 from dbguardian.jobs.health import check_target
 from dbguardian.jobs.registry import job_specs
 
@@ -20,7 +19,7 @@ def command(ctx: click.Context, target: str | None, as_json: bool) -> None:
     """Run the health checks once (exit 0 healthy, 1 not); for cron, Nagios and humans."""
     policy = policy_from(ctx)
     if target is not None:
-        target_config(policy, target)  # unknown target: a usage error naming the defined ones
+        policy.target(target)  # unknown target: a usage error naming the defined ones
     names = [target] if target else sorted(policy.targets)
     now = datetime.now(UTC)
     specs = job_specs(policy)

@@ -12,14 +12,15 @@ from pathlib import Path
 import click
 import yaml
 
+from dbguardian.backup.logical import run_backup
 from dbguardian.catalog import list_backups
 from dbguardian.cli.common import run_async
 from dbguardian.daemon import run_daemon
 from dbguardian.dbfacts import content_checksums
-from dbguardian.jobs.backup import run_backup, target_storages
 from dbguardian.policy import Policy, load_policy
 from dbguardian.postgres import connected, connection_info
 from dbguardian.restore import restore, validate
+from dbguardian.storage import target_storages
 from dbguardian.throwaway import ThrowawayCluster, free_port, short_tempdir
 from dbguardian.units import format_size
 
@@ -66,7 +67,7 @@ def _run_daemon(policy_path: Path, policy: Policy, metrics_port: int, seconds: f
     click.echo(f"   in another shell: dbguardian --policy {policy_path} list")
     code = asyncio.run(run_daemon(policy_path, policy, stop_after=seconds))
     click.secho(f"== daemon stopped cleanly (exit {code}); backups now:", bold=True)
-    records = run_async(lambda: list_backups(target_storages(policy, policy.targets["app"]), "app"))
+    records = run_async(lambda: list_backups(target_storages(policy, "app"), "app"))
     for record in records:
         manifest = record.manifest
         click.echo(
@@ -112,7 +113,7 @@ def command(workdir: Path | None, keep: bool, daemon_seconds: float | None) -> N
         )
 
         click.secho("== dbguardian list app --json", bold=True)
-        records = run_async(lambda: list_backups(target_storages(policy, policy.targets["app"]), "app"))
+        records = run_async(lambda: list_backups(target_storages(policy, "app"), "app"))
         click.echo(json.dumps([record.to_json() for record in records], indent=2))
 
         click.secho("== dbguardian restore app latest --validate-only", bold=True)

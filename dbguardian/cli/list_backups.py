@@ -6,7 +6,6 @@ import click
 
 from dbguardian.catalog.service import Catalog
 from dbguardian.cli.common import policy_from, run_async
-from dbguardian.jobs.backup import target_config
 from dbguardian.storage import open_storage
 from dbguardian.units import format_size
 
@@ -19,7 +18,7 @@ def command(ctx: click.Context, target: str | None, as_json: bool) -> None:
     """List committed backups (of TARGET, or of every target), newest first."""
     policy = policy_from(ctx)
     if target is not None:
-        target_config(policy, target)  # unknown target: a usage error naming the defined ones
+        policy.target(target)  # unknown target: a usage error naming the defined ones
     names = (
         sorted({name for t in policy.targets.values() for name in t.storage})
         if target is None

@@ -10,7 +10,7 @@ import click
 
 from dbguardian.cli.common import policy_from
 from dbguardian.errors import DbguardianError
-from dbguardian.jobs.kinds_wip import newest_by_tier, read_catalog
+from dbguardian.jobs.backup import newest_backups
 from dbguardian.jobs.prune import prune
 from dbguardian.jobs.registry import job_specs
 from dbguardian.schedule import catch_up_plan, next_runs
@@ -33,7 +33,7 @@ def command(ctx: click.Context, as_json: bool, count: int, at: str | None) -> No
     specs = job_specs(policy)
     catalog_error = None
     try:
-        newest = newest_by_tier(asyncio.run(read_catalog(policy)))
+        newest = asyncio.run(newest_backups(policy))
     except DbguardianError as error:
         newest, catalog_error = {}, str(error)
     catch_up = {item.spec.id: item for item in catch_up_plan(specs, newest, now)} if policy.catch_up else {}

@@ -6,7 +6,6 @@ import click
 
 from dbguardian.cli.common import policy_from, run_async
 from dbguardian.errors import OperationError
-from dbguardian.jobs.backup import target_config
 from dbguardian.jobs.prune import prune
 
 
@@ -19,7 +18,7 @@ def command(ctx: click.Context, target: str | None, dry_run: bool, as_json: bool
     """Apply retention (per tier keep, max_age, min_keep, per storage) and remove leftovers of failed runs."""
     policy = policy_from(ctx)
     if target is not None:
-        target_config(policy, target)  # unknown target: a usage error naming the defined ones
+        policy.target(target)  # unknown target: a usage error naming the defined ones
     result = run_async(lambda: prune(policy, target, dry_run=dry_run))
     if as_json:
         click.echo(

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import click
 
+from dbguardian.backup.logical import backup_database
 from dbguardian.catalog import SAFETY_TIER, Manifest
 from dbguardian.cli.common import policy_from, run_async
 from dbguardian.errors import UsageError
-from dbguardian.jobs.backup import backup_database
 from dbguardian.postgres import ConnectionInfo
 from dbguardian.restore import restore, validate
 from dbguardian.units import format_size

@@ -6,7 +6,6 @@ import click
 
 from dbguardian.cli.common import policy_from, run_async
 from dbguardian.errors import OperationError
-from dbguardian.jobs.backup import target_config
 from dbguardian.jobs.verify import verify
 
 
@@ -19,7 +18,7 @@ from dbguardian.jobs.verify import verify
 def command(ctx: click.Context, target: str, backup_id: str, every: bool, as_json: bool) -> None:
     """Re-read stored objects and compare size and sha256 with the manifest (no restore)."""
     policy = policy_from(ctx)
-    target_config(policy, target)  # unknown target: a usage error naming the defined ones
+    policy.target(target)  # unknown target: a usage error naming the defined ones
     results = run_async(lambda: verify(policy, target, backup_id, every=every))
     if as_json:
         click.echo(json.dumps([result.__dict__ for result in results], indent=2))

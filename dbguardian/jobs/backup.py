@@ -1,290 +1,107 @@
-"""One backup: snapshot facts, pg_dump streamed through compression (and encryption) into every
-storage of the target, manifest last."""
+"""The backup job kind: one per target and schedule tier.
+
+Dead-man pings around the run, the run's metrics, then ``prune`` (after a success, under the target's
+lock) and ``health`` (always: a failure alerts at once) as follow-ups. At the daemon's start it reads
+the catalog: the newest backup of each tier is exported, and tiers whose scheduled run was missed while
+the daemon was down are caught up. The backup itself is :mod:`dbguardian.backup.logical`.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from datetime import datetime
 
-import asyncpg
+from dbguardian.alerts.pings import ping
+from dbguardian.backup.logical import PartialBackup, run_backup
+from dbguardian.catalog import SAFETY_TIER, Catalog
+from dbguardian.errors import DbguardianError
+from dbguardian.jobs.outcome import CatchUpPlan, JobCancelled, JobContext, JobKind, JobOutcome
+from dbguardian.logs import get_logger
+from dbguardian.policy import PingsConfig, Policy
+from dbguardian.schedule import JobSpec, catch_up_plan
+from dbguardian.storage import open_storage
 
-from dbguardian import __version__
-from dbguardian.catalog import keys
-from dbguardian.catalog.leftovers import remove_leftovers
-from dbguardian.catalog.manifest import Compression, Encryption, LogicalManifest, StoredObject, TableCount
-from dbguardian.catalog.service import commit_manifest
-from dbguardian.cleanup import cleanup_failed
-from dbguardian.dbfacts import count_rows, object_counts, server_facts
-from dbguardian.errors import DatabaseError, OperationError, UsageError
-from dbguardian.jobs.codec import compression_stage, encryption_stage
-from dbguardian.logs import get_logger, redact_text
-from dbguardian.pipeline.process import Child
-from dbguardian.pipeline.sink import StreamResult, stream_to_storages
-from dbguardian.pipeline.stages import file_suffix
-from dbguardian.policy import Policy, TargetConfig
-from dbguardian.postgres import ConnectionInfo, connected, connection_info, find_tool, server_major
-from dbguardian.progress import Progress
-from dbguardian.state import record_attempt
-from dbguardian.storage import Storage, open_storage
-
-log = get_logger("dbguardian.backup")
-
-Clock = Callable[[], datetime]
+log = get_logger("dbguardian.jobs.backup")
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
+def specs(policy: Policy) -> list[JobSpec]:
+    return [
+        JobSpec("backup", target_name, tier, schedule.cron, schedule.every, policy.timezone)
+        for target_name, target in policy.targets.items()
+        for tier, schedule in target.schedules.items()
+    ]
 
 
-class PartialBackup(OperationError):
-    """The backup is valid on some storages and failed on others (the run still fails: exit 1)."""
-
-    def __init__(self, manifest: LogicalManifest, failures: dict[str, str]) -> None:
-        self.manifest = manifest
-        self.failures = failures
-        detail = "; ".join(f"{name}: {reason}" for name, reason in failures.items())
-        super().__init__(
-            f"backup {manifest.id} is valid on {', '.join(manifest.storage)} but failed on {detail}; "
-            "the next run writes a new backup to every storage"
-        )
+async def _ping(outcome: JobOutcome, pings: PingsConfig, event: str, target: str) -> None:
+    if getattr(pings, event) is None and getattr(pings, f"{event}_file") is None:
+        return
+    ok = await ping(pings, event, target)
+    outcome.observe("pings", target, event, "success" if ok else "failure", op="inc")
 
 
-def target_config(policy: Policy, target: str) -> TargetConfig:
-    try:
-        return policy.targets[target]
-    except KeyError:
-        known = ", ".join(sorted(policy.targets)) or "none"
-        raise UsageError(f"unknown target {target!r} (policy defines: {known})") from None
-
-
-def target_storages(policy: Policy, target: TargetConfig) -> list[Storage]:
-    return [open_storage(name, policy.storage[name]) for name in target.storage]
-
-
-def object_suffix(target: TargetConfig) -> str:
-    """``.zst``, ``.gz.age``, ...: what was done to the stream, in order."""
-    encryption = "" if target.encryption is None else "." + target.encryption.method
-    return file_suffix(target.compression.algorithm) + encryption
-
-
-async def _dump_globals(
-    policy: Policy,
-    info: ConnectionInfo,
-    major: int,
-    superuser: bool,
-    target: TargetConfig,
-    storages: Sequence[Storage],
-    key: str,
-) -> StreamResult:
-    tool = await find_tool("pg_dumpall", major, policy.pg_bin_dirs)
-    argv = [tool.path, "--globals-only", "--no-password", f"--database={info.database}"]
-    if not superuser:
-        # Only superusers can read pg_authid; roles are still dumped, without their password hashes.
-        argv.append("--no-role-passwords")
-        log.warning("globals without role passwords: the backup role is not a superuser", database=info.database)
-    async with Child(argv, env=info.libpq_env()) as child:
-        return await stream_to_storages(
-            child.stdout_chunks(),
-            storages,
-            key,
-            compress=compression_stage(target.compression),
-            encrypt=encryption_stage(target.encryption),
-            source_succeeded=child.wait_checked,
-        )
-
-
-async def backup_database(
-    policy: Policy,
-    target_name: str,
-    tier: str,
-    info: ConnectionInfo,
-    *,
-    clock: Clock = utcnow,
-) -> LogicalManifest:
-    """Back up the database ``info`` points at, cataloguing it under ``target_name``/``tier``.
-
-    Raises :class:`PartialBackup` (after committing where it could) when some storages failed.
-    """
-    target = target_config(policy, target_name)
-    all_storages = target_storages(policy, target)
-    storages = list(all_storages)
-    started_at = clock()
+async def run(ctx: JobContext, spec: JobSpec) -> JobOutcome:
+    """One scheduled backup (or a catch-up): the backup routine, with everything around it reported."""
+    outcome = JobOutcome(result="failure", follow_ups=["health"])
+    labels = (spec.target, spec.tier)
+    outcome.observe("last_attempt", *labels, value=ctx.clock().timestamp())
+    pings = ctx.policy.targets[spec.target].pings
+    await _ping(outcome, pings, "start", spec.target)
     started = time.monotonic()
-    backup_id = keys.new_backup_id(started_at)
-    log.info("backup started", target=target_name, tier=tier, id=backup_id, database=info.database)
-    for storage in all_storages:
-        try:
-            await remove_leftovers(storage, target_name, started_at, policy.leftover_grace)
-        except OperationError as error:  # an unreachable storage fails at write time, with the others going on
-            log.error("cannot clean leftovers", storage=storage.name, error=str(error))
-    failures: dict[str, str] = {}
-    progress = Progress(f"backup {target_name}", None)
-    suffix = object_suffix(target)
-
     try:
-        async with connected(info) as connection:
-            facts = await server_facts(connection)
-            major = server_major(facts.server_version_num)
-            pg_dump = await find_tool("pg_dump", major, policy.pg_bin_dirs)
-            counts: list[TableCount] = []
-            kinds: dict[str, int] = {}
-            dump_key = keys.dump_key(target_name, backup_id, suffix)
-            async with connection.transaction(isolation="repeatable_read", readonly=True):
-                snapshot = await connection.fetchval("SELECT pg_export_snapshot()")
-                argv = [pg_dump.path, "--format=custom", "--compress=0", f"--snapshot={snapshot}", "--no-password"]
-
-                async def count_in_snapshot() -> None:
-                    nonlocal counts, kinds
-                    counts = await count_rows(connection)
-                    kinds = await object_counts(connection)
-
-                async with Child(argv, env=info.libpq_env()) as child:
-
-                    async def dump() -> StreamResult:
-                        return await stream_to_storages(
-                            child.stdout_chunks(),
-                            storages,
-                            dump_key,
-                            progress,
-                            compress=compression_stage(target.compression),
-                            encrypt=encryption_stage(target.encryption),
-                            source_succeeded=child.wait_checked,
-                        )
-
-                    # Counting reads the same snapshot while pg_dump streams; the transaction stays open
-                    # until pg_dump is done, so its snapshot import can never find it gone.
-                    try:
-                        async with asyncio.TaskGroup() as group:
-                            dump_task = group.create_task(dump())
-                            group.create_task(count_in_snapshot())
-                    except BaseExceptionGroup as group_failures:
-                        raise _root_cause(group_failures) from None
-                dump_result = dump_task.result()
-            failures.update(dump_result.failures)
-            storages = [storage for storage in storages if storage.name in dump_result.committed]
-            dump_stored = StoredObject(**asdict(dump_result.written))
-            objects = {"dump": dump_stored}
-            if target.globals:
-                superuser = bool(await connection.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"))
-                globals_key = keys.globals_key(target_name, backup_id, suffix)
-                globals_result = await _dump_globals(policy, info, major, superuser, target, storages, globals_key)
-                failures.update(globals_result.failures)
-                storages = [storage for storage in storages if storage.name in globals_result.committed]
-                objects["globals"] = StoredObject(**asdict(globals_result.written), role_passwords=superuser)
-
-        encryption = dump_result.encryption
-        manifest = LogicalManifest(
-            id=backup_id,
-            target=target_name,
-            tier=tier,
-            database=info.database,
-            server_version=facts.server_version,
-            pg_dump_version=pg_dump.version,
-            dbguardian_version=__version__,
-            host=socket.gethostname(),
-            started_at=started_at,
-            finished_at=clock(),
-            duration_seconds=round(time.monotonic() - started, 3),
-            raw_size_bytes=dump_stored.raw_size_bytes,
-            size_bytes=dump_stored.size_bytes,
-            sha256=dump_stored.sha256,
-            compression=Compression(algorithm=target.compression.algorithm, level=target.compression.effective_level),
-            encryption=None if encryption is None else Encryption.model_validate(encryption, from_attributes=True),
-            storage=[storage.name for storage in storages],
-            objects=objects,
-            tables=counts,
-            object_counts=kinds,
-            database_size_bytes=facts.database_size,
-            encoding=facts.encoding,
-            lc_collate=facts.lc_collate,
-            lc_ctype=facts.lc_ctype,
-            snapshot=snapshot,
-        )
-    except BaseException:
-        # Nothing of a failed run may stay behind, committed object or not.
-        await asyncio.shield(discard_objects(all_storages, target_name, backup_id))
-        raise
-
-    committed_on: list[str] = []
-    for storage in storages:
-        try:
-            await commit_manifest(storage, manifest)
-            committed_on.append(storage.name)
-        except OperationError as error:
-            failures[storage.name] = str(error)
-    # Objects on storages that failed part-way are useless without a manifest: remove them now.
-    await asyncio.shield(discard_objects([s for s in all_storages if s.name not in committed_on], target_name, backup_id))
-    if not committed_on:
-        detail = "; ".join(f"{name}: {reason}" for name, reason in failures.items())
-        raise OperationError(f"backup {backup_id} was committed nowhere: {detail}")
-    if committed_on != manifest.storage:
-        manifest = manifest.model_copy(update={"storage": committed_on})
-    progress.finish()
-    log.info(
-        "backup committed",
-        target=target_name,
-        tier=tier,
-        id=backup_id,
-        raw_bytes=manifest.raw_size_bytes,
-        stored_bytes=manifest.size_bytes,
-        seconds=manifest.duration_seconds,
-        tables=len(counts),
-        storage=manifest.storage,
-        failed_storage=sorted(failures),
-    )
-    if failures:
-        raise PartialBackup(manifest, failures)
-    return manifest
-
-
-async def discard_objects(storages: Sequence[Storage], target_name: str, backup_id: str) -> None:
-    """Best-effort removal of everything a failed run wrote; later runs catch what this misses."""
-    for storage in storages:
-        try:
-            for info in await storage.list(keys.backup_prefix(target_name, backup_id)):
-                await storage.delete(info.key)
-        except Exception as error:  # any storage failure: reported, and the caller's own error stays the one raised
-            cleanup_failed("backup_objects", error, storage=storage.name, backup=keys.backup_prefix(target_name, backup_id))
-
-
-def _root_cause(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The first real failure of a task group (the others are usually its consequences)."""
-    for error in _leaves(group):
-        if isinstance(error, asyncpg.PostgresError | asyncpg.InterfaceError):
-            return DatabaseError(f"reading the snapshot failed: {redact_text(str(error))}")
-        if not isinstance(error, asyncio.CancelledError):
-            return error
-    return asyncio.CancelledError()
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    found: list[BaseException] = []
-    for error in group.exceptions:
-        found.extend(_leaves(error) if isinstance(error, BaseExceptionGroup) else [error])
-    return found
-
-
-async def run_backup(policy: Policy, target_name: str, tier: str = "manual", *, clock: Clock = utcnow) -> LogicalManifest:
-    """Back up a target and record the attempt's outcome in ``state_dir`` (retention reads it)."""
-    target = target_config(policy, target_name)
-    attempted_at = clock()
-    try:
-        manifest = await backup_database(policy, target_name, tier, connection_info(target), clock=clock)
-    except (asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-        # The connection was lost or a catalog query failed after connecting.
-        message = f"backup of {target_name!r} failed: {redact_text(str(error))}"
-        record_attempt(policy.state_dir, target_name, tier, attempted_at, "failure", message)
-        raise DatabaseError(message) from None
+        manifest = await run_backup(ctx.policy, spec.target, spec.tier, clock=ctx.clock)
+    except asyncio.CancelledError:
+        log.warning("backup cancelled", job=spec.id)
+        outcome.result = "cancelled"
+        outcome.follow_ups.clear()
+        outcome.observe("duration", *labels, value=time.monotonic() - started, op="observe")
+        outcome.observe("runs", *labels, "cancelled", op="inc")
+        raise JobCancelled(outcome) from None
     except PartialBackup as partial:
-        record_attempt(policy.state_dir, target_name, tier, attempted_at, "partial", str(partial))
-        raise
-    except BaseException as error:
-        reason = redact_text(str(error)) or type(error).__name__
-        record_attempt(policy.state_dir, target_name, tier, attempted_at, "failure", reason)
-        raise
-    record_attempt(policy.state_dir, target_name, tier, attempted_at, "success")
-    return manifest
+        outcome.result = "partial"
+        log.error("backup failed on some storages", job=spec.id, reason=ctx.reason, error=str(partial))
+        manifest = partial.manifest
+        for storage_name in partial.failures:
+            outcome.observe("storage_failures", spec.target, storage_name, op="inc")
+    except DbguardianError as error:
+        log.error("backup failed", job=spec.id, reason=ctx.reason, error=str(error))
+        manifest = None
+    except Exception as error:  # a bug must not take the daemon down with it; the run still counts
+        log.exception("backup crashed", job=spec.id, error=repr(error))
+        manifest = None
+    else:
+        outcome.result = "success"
+        outcome.follow_ups.insert(0, "prune")
+    if manifest is not None:  # valid on at least one storage
+        outcome.observe("last_success", *labels, value=manifest.started_at.timestamp())
+        outcome.observe("last_stored_bytes", *labels, value=manifest.size_bytes)
+        outcome.observe("last_raw_bytes", *labels, value=manifest.raw_size_bytes)
+    outcome.observe("duration", *labels, value=time.monotonic() - started, op="observe")
+    outcome.observe("runs", *labels, outcome.result, op="inc")
+    await _ping(outcome, pings, "success" if outcome.result == "success" else "fail", spec.target)
+    return outcome
+
+
+async def newest_backups(policy: Policy) -> dict[tuple[str, str], datetime]:
+    """(target, tier) → start of its newest valid backup, over every storage of the policy."""
+    storages = [open_storage(name, config) for name, config in policy.storage.items()]
+    newest = await Catalog(storages).newest_by_tier()
+    return {(target, tier): moment for (target, tier), moment in newest.items() if target in policy.targets}
+
+
+async def catch_up(ctx: JobContext, backup_specs: Sequence[JobSpec]) -> CatchUpPlan:
+    """The newest backup of every tier (exported at once) and the tiers whose scheduled run was missed."""
+    outcome = JobOutcome()
+    try:
+        newest = await newest_backups(ctx.policy)
+    except DbguardianError as error:
+        log.error("catalog unreadable at start; no catch-up", error=str(error))
+        return CatchUpPlan(outcome, [])
+    for (target, tier), moment in newest.items():
+        if tier != SAFETY_TIER:
+            outcome.observe("last_success", target, tier, value=moment.timestamp())
+    return CatchUpPlan(outcome, catch_up_plan(backup_specs, newest, ctx.clock()))
+
+
+KIND = JobKind("backup", "scheduled", specs, run, exclusive=True, catch_up=catch_up)

@@ -25,15 +25,18 @@ from dbguardian.catalog.service import regular
 from dbguardian.cleanup import cleanup_failed
 from dbguardian.drill import judge, pick_backup, scratch_name
 from dbguardian.errors import DbguardianError
-from dbguardian.jobs.backup import target_storages
+from dbguardian.health import Verdict
+from dbguardian.jobs.outcome import JobContext, JobKind, JobOutcome
 from dbguardian.logs import get_logger
 from dbguardian.policy import DrillConfig, Policy, TargetConfig
 from dbguardian.postgres import ConnectionInfo, connected, connection_info, find_tool
 from dbguardian.restore import Located, server_major_of
 from dbguardian.restore.pg_restore import archive, run_pg_restore
 from dbguardian.restore.verify import CheckResult, verify_counts
+from dbguardian.schedule import JobSpec
 from dbguardian.scratch import admin_session, scratch_database, throwaway_server
 from dbguardian.state import append_line
+from dbguardian.storage import target_storages
 
 log = get_logger("dbguardian.drill")
 
@@ -154,7 +157,7 @@ async def _drill(
     rng: random.Random,
     report: DrillReport,
 ) -> None:
-    storages = target_storages(policy, target)
+    storages = target_storages(policy, target_name)
     records = regular(await Catalog(storages).logical_backups(target_name))
     if backup_id is not None:
         record = by_id(records, target_name, backup_id)
@@ -220,3 +223,30 @@ def read_history(policy: Policy, target: str | None = None) -> list[dict[str, An
             if target is None or entry.get("target") == target:
                 entries.append(entry)
     return entries
+
+
+def specs(policy: Policy) -> list[JobSpec]:
+    return [
+        JobSpec("drill", name, "-", target.drill.effective_cron, target.drill.every, policy.timezone)
+        for name, target in policy.targets.items()
+        if target.drill.enabled
+    ]
+
+
+async def run(ctx: JobContext, spec: JobSpec) -> JobOutcome:
+    """A scheduled restore drill: its checks become one verdict, its phases the recovery-time gauges."""
+    report = await run_drill(ctx.policy, spec.target)
+    outcome = JobOutcome(result="success" if report.ok else "failure")
+    outcome.observe("drill_last_result", spec.target, value=1 if report.ok else 0)
+    if report.ok:
+        outcome.observe("drill_last_success", spec.target, value=ctx.clock().timestamp())
+    for phase, seconds in report.timings.items():
+        outcome.observe("drill_duration", spec.target, phase, value=seconds)
+    expected = "the latest restore drill passes every check"
+    if report.rto_target_seconds is not None:
+        expected += f" within {report.rto_target_seconds:g}s"
+    outcome.verdicts.append(Verdict(spec.target, "drill", report.ok, report.summary(), expected))
+    return outcome
+
+
+KIND = JobKind("drill", "scheduled", specs, run, exclusive=True)

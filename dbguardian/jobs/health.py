@@ -11,7 +11,7 @@ from dbguardian.catalog import keys
 from dbguardian.catalog.service import AnyBackup, Backup, Catalog, latest, newest_by_tier
 from dbguardian.errors import BackupNotFound, DbguardianError
 from dbguardian.health import BackupFact, TargetFacts, Verdict, evaluate
-from dbguardian.jobs.backup import target_config, target_storages
+from dbguardian.jobs.outcome import JobContext, JobKind, JobOutcome
 from dbguardian.logs import get_logger
 from dbguardian.pipeline.read import stored_bytes
 from dbguardian.policy import Policy
@@ -19,7 +19,7 @@ from dbguardian.policy.monitoring import IntegrityRules
 from dbguardian.postgres import connected, connection_info
 from dbguardian.schedule import JobSpec, catch_up_plan
 from dbguardian.state import last_attempt, read_json, write_json
-from dbguardian.storage import Storage
+from dbguardian.storage import Storage, target_storages
 from dbguardian.units import format_size
 
 log = get_logger("dbguardian.health")
@@ -131,7 +131,7 @@ async def gather(
     """``specs``: the job table, against which missed runs are judged; ``storages``: the target's (opened
     from the policy unless given)."""
     if storages is None:
-        storages = target_storages(policy, target_config(policy, target_name))
+        storages = target_storages(policy, target_name)
     storage_errors: dict[str, str] = {}
     records: dict[str, AnyBackup] = {}
     per_storage: dict[str, list[AnyBackup]] = {}
@@ -181,3 +181,31 @@ async def check_target(
 ) -> tuple[list[Verdict], TargetFacts]:
     facts = await gather(policy, target_name, now, specs, running=running)
     return evaluate(target_name, facts, policy.health_rules(target_name), now), facts
+
+
+def specs(policy: Policy) -> list[JobSpec]:
+    rules = {name: policy.health_rules(name) for name in policy.targets}
+    return [JobSpec("health", name, "-", rule.cron, rule.every, policy.timezone) for name, rule in rules.items()]
+
+
+async def run(ctx: JobContext, spec: JobSpec) -> JobOutcome:
+    """The health checks of one target: verdicts for the alert state machines, gauges for Prometheus."""
+    now = ctx.clock()
+    verdicts, facts = await check_target(ctx.policy, spec.target, now, ctx.specs, running=ctx.target_busy(spec.target))
+    outcome = JobOutcome(result="success" if all(v.ok for v in verdicts) else "failure", verdicts=verdicts)
+    for verdict in verdicts:
+        outcome.observe("health_ok", spec.target, verdict.check, value=1 if verdict.ok else 0)
+        if not verdict.ok:
+            log.warning("health check failing", target=spec.target, check=verdict.check, observed=verdict.observed)
+    newest: dict[tuple[str, str], datetime] = {}
+    for backup in facts.backups:
+        for storage in backup.storages:
+            key = (backup.tier, storage)
+            newest[key] = max(newest.get(key, backup.started_at), backup.started_at)
+    for (tier, storage), moment in newest.items():
+        outcome.observe("backup_age", spec.target, tier, storage, value=(now - moment).total_seconds())
+    outcome.observe("health_last_run", value=now.timestamp())
+    return outcome
+
+
+KIND = JobKind("health", "scheduled", specs, run, coalesce=True)

@@ -13,12 +13,13 @@ from dbguardian.catalog import keys
 from dbguardian.catalog.leftovers import remove_leftovers
 from dbguardian.catalog.service import Catalog
 from dbguardian.errors import DbguardianError
-from dbguardian.jobs.backup import target_config, target_storages
+from dbguardian.jobs.outcome import JobContext, JobKind, JobOutcome, no_specs
 from dbguardian.logs import get_logger
 from dbguardian.policy import Policy
 from dbguardian.retention import BackupFacts, Decision, Rules, plan
+from dbguardian.schedule import JobSpec
 from dbguardian.state import last_attempt_failed
-from dbguardian.storage import Storage
+from dbguardian.storage import Storage, target_storages
 from dbguardian.storage.base import stale_upload_cleaner
 
 log = get_logger("dbguardian.prune")
@@ -58,10 +59,9 @@ async def prune_target(
     policy: Policy, target_name: str, *, dry_run: bool = False, now: datetime | None = None
 ) -> PruneResult:
     moment = now or datetime.now(UTC)
-    target = target_config(policy, target_name)
     failed = last_attempt_failed(policy.state_dir, target_name)
     result = PruneResult()
-    for storage in target_storages(policy, target):
+    for storage in target_storages(policy, target_name):
         try:
             await _prune_storage(policy, target_name, storage, moment, failed, dry_run, result)
         except DbguardianError as error:
@@ -114,3 +114,23 @@ async def prune(
         total.aborted_uploads += part.aborted_uploads
         total.errors += part.errors
     return total
+
+
+async def run(ctx: JobContext, spec: JobSpec) -> JobOutcome:
+    """Retention for one target: a follow-up of every successful backup, under the target's lock."""
+    outcome = JobOutcome()
+    try:
+        pruned = await prune_target(ctx.policy, spec.target, now=ctx.clock())
+    except Exception as error:  # pruning problems are reported, never fatal
+        log.exception("prune crashed", target=spec.target, error=repr(error))
+        outcome.result = "failure"
+        outcome.observe("prune_runs", spec.target, "failure", op="inc")
+        return outcome
+    for storage_name, _ in pruned.deleted:
+        outcome.observe("pruned_backups", spec.target, storage_name, op="inc")
+    outcome.result = "failure" if pruned.errors else "success"
+    outcome.observe("prune_runs", spec.target, outcome.result, op="inc")
+    return outcome
+
+
+KIND = JobKind("prune", "follow_up", no_specs, run, exclusive=True)

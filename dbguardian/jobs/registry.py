@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from dbguardian.jobs.kinds_wip import BACKUP, DRILL, HEALTH, PRUNE, VERIFY
+from dbguardian.jobs import backup, drill, health, prune, verify
 from dbguardian.jobs.outcome import JobKind
 from dbguardian.policy import Policy
 from dbguardian.schedule import JobSpec
 
-KINDS: Mapping[str, JobKind] = {kind.name: kind for kind in (BACKUP, PRUNE, HEALTH, DRILL, VERIFY)}
+KINDS: Mapping[str, JobKind] = {module.KIND.name: module.KIND for module in (backup, prune, health, drill, verify)}
 
 
 def job_specs(policy: Policy, kinds: Iterable[JobKind] | None = None) -> list[JobSpec]:

@@ -6,10 +6,13 @@ from dataclasses import dataclass
 
 from dbguardian.catalog.service import AnyBackup, Catalog, select
 from dbguardian.errors import BackupNotFound, DbguardianError, UsageError
-from dbguardian.jobs.backup import target_config, target_storages
+from dbguardian.health import Verdict
+from dbguardian.jobs.outcome import JobContext, JobKind, JobOutcome
 from dbguardian.logs import get_logger
 from dbguardian.pipeline.read import stored_bytes
 from dbguardian.policy import Policy
+from dbguardian.schedule import JobSpec
+from dbguardian.storage import target_storages
 
 log = get_logger("dbguardian.verify")
 
@@ -26,10 +29,9 @@ class ObjectCheck:
 
 async def verify(policy: Policy, target_name: str, reference: str = "latest", *, every: bool = False) -> list[ObjectCheck]:
     """Check the chosen backup (``latest``, an id) or ``every`` backup of the target, on every storage holding it."""
-    target = target_config(policy, target_name)
     results: list[ObjectCheck] = []
     found_any = False
-    for storage in target_storages(policy, target):
+    for storage in target_storages(policy, target_name):
         try:
             records = await Catalog([storage]).backups(target_name, strict=True)
         except DbguardianError as error:
@@ -60,3 +62,34 @@ def _chosen(records: list[AnyBackup], target: str, reference: str) -> list[AnyBa
         return [select(records, target, reference)]
     except BackupNotFound:
         return []
+
+
+def specs(policy: Policy) -> list[JobSpec]:
+    return [
+        JobSpec("verify", name, "-", target.verify.cron, target.verify.every, policy.timezone)
+        for name, target in policy.targets.items()
+        if target.verify is not None
+    ]
+
+
+async def run(ctx: JobContext, spec: JobSpec) -> JobOutcome:
+    """A scheduled verify: the latest backup (or every one, with ``verify.all``) re-read on every storage."""
+    config = ctx.policy.targets[spec.target].verify
+    expected = "stored objects match their manifests"
+    outcome = JobOutcome()
+    try:
+        results = await verify(ctx.policy, spec.target, every=bool(config and config.all))
+    except DbguardianError as error:
+        outcome.result = "failure"
+        outcome.observe("verify_last_result", spec.target, value=0)
+        outcome.verdicts.append(Verdict(spec.target, "verify", False, str(error), expected))
+        return outcome
+    failed = [f"{r.storage}:{r.key}: {r.error}" for r in results if not r.ok]
+    outcome.result = "failure" if failed else "success"
+    outcome.observe("verify_last_result", spec.target, value=0 if failed else 1)
+    observed = "; ".join(failed) or f"{len(results)} object(s) match their manifests"
+    outcome.verdicts.append(Verdict(spec.target, "verify", not failed, observed, expected))
+    return outcome
+
+
+KIND = JobKind("verify", "scheduled", specs, run, exclusive=True)

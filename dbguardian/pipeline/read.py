@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from dbguardian.errors import ChecksumMismatch
+from dbguardian.errors import ChecksumMismatch, PipelineError
 from dbguardian.pipeline.encrypt import decrypt_stream, identity_file
 from dbguardian.pipeline.process import Child
 from dbguardian.pipeline.stages import Digest, decompressor
@@ -91,8 +91,13 @@ async def read_verified(
     stream = stored_bytes(storage, expected, progress)
     if encryption is not None:
         stream = decrypt_stream(encryption, identity_file(identity), stream)
-    async for out in through_stage(stream, decompressor(compression)):
-        yield out
+    try:
+        async for out in through_stage(stream, decompressor(compression)):
+            yield out
+    except PipelineError as error:
+        # Corrupt data usually breaks decryption or decompression before the checksum (known only at
+        # the end) can: name the object either way, so the report says which one to look at.
+        raise PipelineError(f"{storage.name}:{expected.key}: {error}") from None
 
 
 async def feed_program(child: Child, chunks: AsyncIterator[bytes]) -> None:

@@ -8,8 +8,8 @@ from typing import TypedDict
 
 from dbguardian.catalog import BackupRecord, Catalog, Manifest
 from dbguardian.errors import UsageError
-from dbguardian.policy import Policy, TargetConfig
-from dbguardian.storage import Storage, open_storage
+from dbguardian.policy import Policy
+from dbguardian.storage import Storage, target_storages
 
 
 @dataclass(frozen=True)
@@ -28,21 +28,17 @@ class ReadOptions(TypedDict):
 
 def read_options(manifest: Manifest, identity: Path | None) -> ReadOptions:
     """How to read a backup's objects back, from its manifest (for pipeline.read)."""
-    encryption = None if manifest.encryption is None else str(manifest.encryption["method"])
-    return ReadOptions(compression=str(manifest.compression["algorithm"]), encryption=encryption, identity=identity)
+    encryption = None if manifest.encryption is None else manifest.encryption.method
+    return ReadOptions(compression=manifest.compression.algorithm, encryption=encryption, identity=identity)
 
 
 def server_major_of(server_version: str) -> int:
     return int(server_version.split(".")[0].split()[0])
 
 
-def target_storages(policy: Policy, target: TargetConfig) -> list[Storage]:
-    return [open_storage(name, policy.storage[name]) for name in target.storage]
-
-
 async def locate(policy: Policy, target_name: str, reference: str, from_storage: str | None = None) -> Located:
     """``reference`` (``latest`` or an id) of ``target_name``, on ``from_storage`` or the first storage holding it."""
-    storages = target_storages(policy, policy.target(target_name))
+    storages = target_storages(policy, target_name)
     if from_storage is not None:
         storages = [storage for storage in storages if storage.name == from_storage]
         if not storages:

@@ -156,8 +156,11 @@ def test_tampered_object_fails_checksum(
 
     result = run_cli(policy, "restore", "app", "latest", "--validate-only")
     assert result.returncode == 1
-    assert "error:" in result.stderr and ("sha256" in result.stderr or "corrupt" in result.stderr)
-    assert f"app/{backup_id}/dump.pgc.zst" in result.stderr or "corrupt zstd data" in result.stderr
+    # Whether zstd or the checksum notices first depends on the flipped byte; either way the one-line
+    # error names the stored object and says it is damaged.
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith(f"error: local:app/{backup_id}/dump.pgc.zst: ")
+    assert "the stored object is corrupt or was changed" in error or "corrupt zstd data" in error
 
     into = f"{database}_never"
     dropper(into)
@@ -197,7 +200,15 @@ def test_manifest_with_sql_in_its_settings_is_refused(
     into = dropper(f"{database}_copy")
     result = run_cli(policy, "restore", "app", "latest", "--into", into)
     assert result.returncode == 1
-    assert ("is not a PostgreSQL encoding name" if field == "encoding" else "is not a locale name") in result.stderr
+    reason = "is not a PostgreSQL encoding name" if field == "encoding" else "is not a locale name"
+    assert result.stderr.strip().splitlines()[-1] == "error: target 'app' has no valid backup"
+    [ignored] = [json.loads(line) for line in result.stderr.splitlines() if "unreadable manifest ignored" in line]
+    assert reason in ignored["error"]
+    # Asked for by id, the refusal itself is the error.
+    result = run_cli(policy, "restore", "app", backup_id, "--into", into)
+    assert result.returncode == 1
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith(f"error: backup '{backup_id}' of 'app' cannot be used: ") and reason in error
     assert databases(pg) == before  # the victim is there, and nothing was created (no staging database either)
 
 

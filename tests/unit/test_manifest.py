@@ -106,7 +106,7 @@ def test_encryption_is_typed_and_keeps_its_json_shape() -> None:
     assert manifest.encryption == Encryption(method="age", recipients=["age1xyz"])
     assert json.loads(encode_manifest(manifest))["encryption"] == age
     # Callers written for the dict form keep working until they switch.
-    assert manifest.encryption is not None and manifest.encryption["method"] == "age"
+    assert manifest.encryption is not None and manifest.encryption.method == "age"
     with pytest.raises(InvalidManifest, match="encryption"):
         parse_manifest(encoded(logical(encryption={"method": "rot13", "recipients": []})))
 
