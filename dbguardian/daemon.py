@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from dbguardian.alerts.dispatch import Alerter, build_channels
-from dbguardian.errors import DbguardianError, OperationError
+from dbguardian.errors import DbguardianError
 from dbguardian.health import Verdict
 from dbguardian.http import HttpServer, Response
 from dbguardian.jobs.registry import job_specs
@@ -32,6 +32,7 @@ from dbguardian.metrics import Metrics
 from dbguardian.notify import Notifier, heartbeat_loop
 from dbguardian.policy import Policy, load_policy
 from dbguardian.runner import Runner
+from dbguardian.state import check_state_dir
 
 log = get_logger("dbguardian.daemon")
 
@@ -41,17 +42,6 @@ OUTBOX_SECONDS = 5.0
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def check_state_dir(path: Path) -> None:
-    """The state directory must exist (created if missing, owner-only) and be writable."""
-    try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        probe = path / f".write-probe-{os.getpid()}"
-        probe.write_bytes(b"ok")
-        probe.unlink()
-    except OSError as error:
-        raise OperationError(f"state_dir {path} is not writable: {error.strerror or error}") from None
 
 
 class Daemon:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from dbguardian.policy import HealthRules
+from dbguardian.policy.target import SAFETY_TIER
 from dbguardian.units import format_duration, format_size
 
 CHECKS = (
@@ -85,7 +86,7 @@ def _age(now: datetime, moment: datetime) -> str:
 
 def evaluate(target: str, facts: TargetFacts, rules: HealthRules, now: datetime) -> list[Verdict]:
     """All checks for one target, in :data:`CHECKS` order."""
-    regular = sorted((b for b in facts.backups if b.tier != "safety"), key=lambda b: (b.started_at, b.id), reverse=True)
+    regular = sorted((b for b in facts.backups if b.tier != SAFETY_TIER), key=lambda b: (b.started_at, b.id), reverse=True)
     verdicts: list[Verdict] = []
 
     def add(check: str, ok: bool, observed: str, expected: str) -> None:

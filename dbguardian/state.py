@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from dbguardian.cleanup import cleanup_failed
+from dbguardian.errors import OperationError
 from dbguardian.logs import get_logger
 
 log = get_logger("dbguardian.state")
@@ -107,3 +108,14 @@ def last_attempt(state_dir: Path, target: str) -> dict[str, Any] | None:
 def last_attempt_failed(state_dir: Path, target: str) -> bool:
     attempt = last_attempt(state_dir, target)
     return attempt is not None and attempt.get("result") != "success"
+
+
+def check_state_dir(path: Path) -> None:
+    """The state directory must exist (created if missing, owner-only) and be writable."""
+    try:
+        private_dirs(path)
+        probe = path / f".write-probe-{os.getpid()}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as error:
+        raise OperationError(f"state_dir {path} is not writable: {error.strerror or error}") from None

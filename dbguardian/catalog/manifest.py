@@ -23,12 +23,10 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from dbguardian.catalog import keys
 from dbguardian.errors import OperationError
+from dbguardian.policy.target import SAFETY_TIER as SAFETY_TIER  # the catalog's callers name it here
 
 MANIFEST_FORMAT = 2
 """The newest manifest format this code reads and the one it writes."""
-
-SAFETY_TIER = "safety"
-"""The tier of the backup a restore takes of the database it overwrites; never ``latest``."""
 
 Kind = Literal["logical", "physical"]
 

@@ -14,7 +14,11 @@ from dbguardian.policy.monitoring import HealthOverrides, PingsConfig
 from dbguardian.policy.secrets import HasSecrets
 from dbguardian.policy.trigger import Trigger
 
-RESERVED_TIERS = ("manual", "safety")
+MANUAL_TIER = "manual"
+"""Tier of backups taken by hand (``dbguardian backup``)."""
+SAFETY_TIER = "safety"
+"""Tier of the copy a restore takes before replacing a database; never "the latest backup"."""
+RESERVED_TIERS = (MANUAL_TIER, SAFETY_TIER)
 
 
 class ScheduleConfig(Trigger):
