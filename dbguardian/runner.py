@@ -90,8 +90,10 @@ class Runner:
     async def run(self, spec: JobSpec, reason: str) -> None:
         kind = self.kinds[spec.kind]
         task = asyncio.current_task()
-        if task is not None:
-            self.running.add(task)
+        # Track the task (shutdown waits for it) unless an outer run of the same task already does.
+        tracked = task if task is not None and task not in self.running else None
+        if tracked is not None:
+            self.running.add(tracked)
         try:
             if kind.coalesce:
                 lock = self._coalesce_locks.setdefault(spec.id, asyncio.Lock())
@@ -104,8 +106,8 @@ class Runner:
             else:
                 await self._run_unlocked(kind, spec, reason)
         finally:
-            if task is not None:
-                self.running.discard(task)
+            if tracked is not None:
+                self.running.discard(tracked)
 
     async def _run_exclusive(self, kind: JobKind, spec: JobSpec, reason: str) -> None:
         after: list[str] = []

@@ -235,3 +235,24 @@ def test_continuous_job_removed_by_reload_is_stopped(tmp_path: Path) -> None:
         assert cancelled.is_set() and runner.continuous == {}
 
     asyncio.run(scenario())
+
+
+def test_a_run_stays_tracked_through_all_its_follow_ups(tmp_path: Path) -> None:
+    """Shutdown waits for what ``running`` holds: a job must stay in it until its last follow-up ends."""
+    seen: list[bool] = []
+
+    async def work(ctx: JobContext, job: JobSpec) -> JobOutcome:
+        return JobOutcome(follow_ups=["first", "second"])
+
+    async def follow(ctx: JobContext, job: JobSpec) -> JobOutcome:
+        seen.append(asyncio.current_task() in runner.running)
+        return JobOutcome()
+
+    kinds = {
+        "work": kind("work", work, exclusive=True),
+        "first": kind("first", follow, mode="follow_up"),
+        "second": kind("second", follow, mode="follow_up"),
+    }
+    runner, _ = build(tmp_path, kinds)
+    asyncio.run(runner.run(spec("work"), "schedule"))
+    assert seen == [True, True]
