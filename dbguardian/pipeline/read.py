@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from dbguardian.cleanup import cleanup_failed
 from dbguardian.errors import ChecksumMismatch, PipelineError
 from dbguardian.pipeline.encrypt import decrypt_stream, identity_file
 from dbguardian.pipeline.process import Child
@@ -135,4 +136,7 @@ async def spooled_archive(
                 await asyncio.to_thread(handle.write, chunk)
         yield spool
     finally:
-        spool.unlink(missing_ok=True)
+        try:
+            spool.unlink(missing_ok=True)
+        except OSError as error:  # must not hide the error the block may be raising
+            cleanup_failed("spool_file", error, path=str(spool))
