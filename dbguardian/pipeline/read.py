@@ -18,12 +18,12 @@ from typing import Protocol
 
 from dbguardian.cleanup import cleanup_failed
 from dbguardian.errors import ChecksumMismatch, PipelineError
+from dbguardian.files import private_dirs
 from dbguardian.pipeline.encrypt import decrypt_stream, identity_file
 from dbguardian.pipeline.process import Child
 from dbguardian.pipeline.stages import Digest, decompressor
 from dbguardian.pipeline.streams import through_stage
 from dbguardian.progress import Progress
-from dbguardian.state import private_dirs
 
 
 class Readable(Protocol):

@@ -38,14 +38,16 @@ async def expect_raises(error_type: type[BaseException], action: Awaitable[objec
     raise ConformanceError(f"{message}: no {error_type.__name__} raised")
 
 
-async def _write(storage: Storage, key: str, chunks: list[bytes]) -> None:
+async def write_object(storage: Storage, key: str, chunks: list[bytes]) -> None:
+    """Write ``chunks`` under ``key`` and commit (helper for checks and backend tests)."""
     writer = await storage.open_writer(key)
     for chunk in chunks:
         await writer.write(chunk)
     await writer.commit()
 
 
-async def _read(storage: Storage, key: str) -> bytes:
+async def read_object(storage: Storage, key: str) -> bytes:
+    """The whole object, read in small chunks (so chunking is exercised)."""
     return b"".join([chunk async for chunk in storage.read(key, chunk_size=1000)])
 
 
@@ -58,8 +60,8 @@ async def _keys(storage: Storage, prefix: str = "") -> list[str]:
 
 async def streamed_write_then_read(storage: Storage) -> None:
     data = os.urandom(10_000)
-    await _write(storage, "t/a/dump", [data[:3000], data[3000:], b""])
-    expect(await _read(storage, "t/a/dump") == data, "read returns what was written")
+    await write_object(storage, "t/a/dump", [data[:3000], data[3000:], b""])
+    expect(await read_object(storage, "t/a/dump") == data, "read returns what was written")
     info = await storage.stat("t/a/dump")
     expect((info.key, info.size) == ("t/a/dump", 10_000), f"stat reports key and size, got {info}")
 
@@ -75,7 +77,7 @@ async def nothing_visible_before_commit_or_after_abort(storage: Storage) -> None
 
 
 async def missing_objects(storage: Storage) -> None:
-    await expect_raises(ObjectNotFound, _read(storage, "nope/x"), "reading a missing key")
+    await expect_raises(ObjectNotFound, read_object(storage, "nope/x"), "reading a missing key")
     await expect_raises(ObjectNotFound, storage.stat("nope/x"), "stat of a missing key")
     expect(await storage.list("nope/") == [], "a prefix with nothing under it lists as empty")
     await storage.delete("nope/x")  # idempotent

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Literal
 
 from dbguardian.errors import ObjectExists, ObjectNotFound, StorageError
+from dbguardian.files import PRIVATE_FILE, private_dirs
 from dbguardian.logs import get_logger
 from dbguardian.policy.base import AbsolutePath
 from dbguardian.policy.storage import StorageConfigBase
@@ -36,8 +37,6 @@ log = get_logger("dbguardian.storage.local")
 
 TEMP_MARK = ".tmp-"
 # Backups are copies of the database: readable by the service user only, whatever the umask.
-PRIVATE_FILE = 0o600
-PRIVATE_DIR = 0o700
 # Written data older than this is handed to the disk early and dropped from the page cache (see
 # LocalWriter._write_sync).
 WRITEBACK_WINDOW = 16 * 1024 * 1024
@@ -48,24 +47,6 @@ class LocalStorageConfig(StorageConfigBase):
 
     type: Literal["local"]
     path: AbsolutePath
-
-
-def _private_dirs(path: Path) -> None:
-    """Create ``path`` and missing parents 0700 (mkdir's mode is masked by the umask: chmod after)."""
-    missing: list[Path] = []
-    while not path.is_dir():
-        missing.append(path)
-        if path.parent == path:
-            break
-        path = path.parent
-    for directory in reversed(missing):
-        try:
-            directory.mkdir(mode=PRIVATE_DIR)
-        except FileExistsError:
-            if not directory.is_dir():
-                raise
-            continue  # made meanwhile by a concurrent writer, which sets its mode
-        directory.chmod(PRIVATE_DIR)
 
 
 def _describe_os_error(action: str, path: Path, error: OSError) -> StorageError:
@@ -176,7 +157,7 @@ class LocalStorage:
     async def open_writer(self, key: str) -> LocalWriter:
         path = self._path(key)
         try:
-            _private_dirs(path.parent)
+            private_dirs(path.parent)
             return LocalWriter(key, path)
         except OSError as error:
             raise _describe_os_error("cannot create", path, error) from None

@@ -81,7 +81,8 @@ def test_local_storage_modes_whatever_the_umask(tmp_path: Path, shell_umask: Non
 
 
 def test_state_files_modes_whatever_the_umask(tmp_path: Path, shell_umask: None) -> None:
-    from dbguardian.state import append_line, private_dirs, write_json
+    from dbguardian.files import private_dirs
+    from dbguardian.state import append_line, write_json
 
     state = tmp_path / "state"
     write_json(state / "health" / "app.json", {"db_failures": 0})

@@ -13,8 +13,15 @@ import pytest
 
 from dbguardian.errors import StorageError
 from dbguardian.storage import open_storage
-from dbguardian.storage.base import Storage
-from dbguardian.storage.conformance import CHECKS, ConformanceError, StorageFactory, run_check, run_conformance
+from dbguardian.storage.conformance import (
+    CHECKS,
+    ConformanceError,
+    StorageFactory,
+    read_object,
+    run_check,
+    run_conformance,
+    write_object,
+)
 from dbguardian.storage.local import LocalStorage
 from dbguardian.storage.memory import MemoryStorage
 from tests.storage.conftest import PREFIX, S3Factory
@@ -62,17 +69,6 @@ def test_registry_declares_what_each_backend_class_declares() -> None:
     assert BACKENDS["s3"].capabilities == S3Storage.capabilities
 
 
-async def _write(storage: Storage, key: str, chunks: list[bytes]) -> None:
-    writer = await storage.open_writer(key)
-    for chunk in chunks:
-        await writer.write(chunk)
-    await writer.commit()
-
-
-async def _read(storage: Storage, key: str) -> bytes:
-    return b"".join([chunk async for chunk in storage.read(key, chunk_size=1000)])
-
-
 def test_local_leaves_no_empty_directories(tmp_path: Path) -> None:
     storage = LocalStorage("local", tmp_path / "root")
 
@@ -96,7 +92,7 @@ def test_local_full_disk_is_a_clear_error(tmp_path: Path) -> None:
 
         async def scenario() -> None:
             with pytest.raises(StorageError, match="no space left on device"):
-                await _write(storage, "t/id/dump", [os.urandom(32 * 1024)] * 8)
+                await write_object(storage, "t/id/dump", [os.urandom(32 * 1024)] * 8)
             assert await storage.list() == []
 
         asyncio.run(scenario())
@@ -124,8 +120,8 @@ def test_local_hands_written_data_to_the_disk_as_it_goes(tmp_path: Path, monkeyp
     chunks = [data[i : i + 10_000] for i in range(0, len(data), 10_000)]
 
     async def scenario() -> None:
-        await _write(storage, "t/big/dump", chunks)
-        assert await _read(storage, "t/big/dump") == data
+        await write_object(storage, "t/big/dump", chunks)
+        assert await read_object(storage, "t/big/dump") == data
 
     asyncio.run(scenario())
     # Windows 1 and 2 were handed over once written a window past them, each range overlapping the last.
