@@ -37,6 +37,12 @@ def daemon_policy(make_policy: PolicyFactory, database: str, port: int, schedule
     return make_policy(database, schedules=schedules, extra={"metrics": {"listen": f"127.0.0.1:{port}"}, **extra})
 
 
+def scheduled_jobs(daemon: DaemonProcess) -> set[str]:
+    """The job ids in the daemon's table, as /metrics shows them (next-run gauge)."""
+    samples = daemon.metrics()
+    return {dict(labels)["job_id"] for (name, labels) in samples if name == "dbguardian_job_next_run_timestamp_seconds"}
+
+
 def tiers(policy: Path) -> list[str]:
     return [entry["tier"] for entry in listed(policy)]
 
@@ -150,8 +156,7 @@ def test_sighup_swaps_table_when_valid_and_keeps_it_when_not(
     daemon.wait_ready()
 
     def jobs() -> set[str]:
-        samples = daemon.metrics()
-        return {dict(labels)["job_id"] for (name, labels) in samples if name == "dbguardian_job_next_run_timestamp_seconds"}
+        return scheduled_jobs(daemon)
 
     assert jobs() == {"backup:app:nightly", "health:app", "drill:app"}
 
@@ -276,8 +281,7 @@ def test_reload_is_all_or_nothing_when_a_secret_file_is_unreadable(
     daemon.wait_ready()
 
     def jobs() -> set[str]:
-        samples = daemon.metrics()
-        return {dict(labels)["job_id"] for (name, labels) in samples if name == "dbguardian_job_next_run_timestamp_seconds"}
+        return scheduled_jobs(daemon)
 
     assert jobs() == {"backup:app:nightly", "health:app", "drill:app"}
     data = yaml.safe_load(policy.read_text())
