@@ -528,6 +528,8 @@ def build_variants(args: argparse.Namespace, cluster: Cluster, jobs: int, offsit
         # would import ./dbguardian instead of the PYTHONPATH copy).
         check_import(python, env, Path(pythonpath))
         variants.append(dbguardian(f"{DBGUARDIAN}-{label}", [str(python), "-P", "-m", "dbguardian"], env))
+        if offsite is not None:  # the same copy on the local + S3 + age path
+            variants.append(dbguardian(f"{OFFSITE}-{label}", [str(python), "-P", "-m", "dbguardian"], env, to=offsite))
     for spec in args.extra:
         label, _, command = spec.partition("=")
         scratch = out / label
