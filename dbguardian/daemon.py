@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from dbguardian.alerts.dispatch import Alerter, build_channels
-from dbguardian.errors import DbguardianError
+from dbguardian.errors import DbguardianError, PolicyError
 from dbguardian.health import Verdict
 from dbguardian.http import HttpServer, Response
 from dbguardian.jobs.registry import job_specs
@@ -55,7 +55,7 @@ class Daemon:
         self.alerter = Alerter(
             policy, count=lambda channel, result: self.metrics.alert_deliveries.labels(channel, result).inc()
         )
-        self.runner = Runner(policy, self.metrics, self.alerter, clock)
+        self.runner = Runner(policy, self.metrics, self.alerter, clock, on_finished=self._status_changed)
         self.table: JobTable | None = None
         self.heartbeat = time.monotonic()
         self._stop = asyncio.Event()
@@ -126,6 +126,9 @@ class Daemon:
             except Exception as error:  # never let delivery problems stop the loop
                 log.exception("alert outbox flush failed", error=repr(error))
 
+    def _status_changed(self) -> None:
+        self.notifier.send(f"STATUS={self.status()}")
+
     def status(self) -> str:
         return self.table.status() if self.table is not None else "starting"
 
@@ -137,7 +140,7 @@ class Daemon:
             specs = job_specs(policy)
             channels = build_channels(policy)  # reads secret files: can fail like the policy itself
         except DbguardianError as error:
-            problems = getattr(error, "problems", None) or [str(error)]
+            problems = error.problems if isinstance(error, PolicyError) else [str(error)]
             for problem in problems:
                 log.error("policy reload rejected; keeping the running policy", problem=problem)
             self.metrics.reloads.labels("failure").inc()

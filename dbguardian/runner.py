@@ -6,12 +6,15 @@ coalesce, mode); it has no branch per kind. One run:
 1. exclusive kinds take the target's lock, then a slot (``max_concurrent_backups``); coalescing kinds
    skip when one of theirs for the target is still running;
 2. ``kind.run(ctx, spec)`` returns a :class:`JobOutcome` (a crash is logged and counts as a failure,
-   never takes the daemon down);
-3. observations go to the metrics, verdicts to the alerter, exclusive follow-ups run under the lock
-   still held, the others after it is released.
+   never takes the daemon down); observations go to the metrics as soon as it returns (or at once,
+   through ``ctx.observe_now``);
+3. follow-ups: exclusive ones run under the lock still held, the others after it is released;
+4. verdicts go to the alerter only after the lock and the slot are released: a slow or failing alert
+   channel must not hold up the next backup.
 
 Continuous kinds get a supervisor task each: restarted with exponential backoff when they fail or
-return early, asked to stop through ``ctx.stopping`` and cancelled after the grace period.
+return early, asked to stop through their ``ctx.stopping`` (daemon stop, or a reload that removes or
+changes them) and cancelled when they do not stop within the grace period.
 """
 
 from __future__ import annotations
@@ -19,9 +22,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from dbguardian.alerts.dispatch import Alerter
+from dbguardian.health import Verdict
 from dbguardian.jobs.outcome import JobCancelled, JobContext, JobKind, JobOutcome, Observation
 from dbguardian.jobs.registry import KINDS
 from dbguardian.logs import get_logger
@@ -35,6 +40,15 @@ BACKOFF_START = 1.0
 BACKOFF_MAX = 60.0
 BACKOFF_RESET_AFTER = 300.0
 """A continuous job that ran this long before failing starts its backoff from the beginning again."""
+CONTINUOUS_STOP_GRACE = 30.0
+"""How long a continuous job removed by a reload may take to finish its step before it is cancelled."""
+
+
+@dataclass
+class _Continuous:
+    spec: JobSpec
+    stop: asyncio.Event
+    task: asyncio.Task[None]
 
 
 class Runner:
@@ -45,15 +59,18 @@ class Runner:
         alerter: Alerter,
         clock: Callable[[], datetime],
         kinds: Mapping[str, JobKind] = KINDS,
+        on_finished: Callable[[], None] | None = None,
     ) -> None:
         self.policy = policy
         self.metrics = metrics
         self.alerter = alerter
         self.clock = clock
         self.kinds = kinds
+        self.on_finished = on_finished
+        """Called after every top-level run (the daemon refreshes systemd's STATUS=)."""
         self.specs: dict[str, JobSpec] = {}
         self.running: set[asyncio.Task[None]] = set()
-        self.continuous: dict[str, asyncio.Task[None]] = {}
+        self.continuous: dict[str, _Continuous] = {}
         self.stopping = asyncio.Event()
         self._target_locks: dict[str, asyncio.Lock] = {}
         self._coalesce_locks: dict[str, asyncio.Lock] = {}
@@ -76,8 +93,16 @@ class Runner:
     def _lock(self, target: str) -> asyncio.Lock:
         return self._target_locks.setdefault(target, asyncio.Lock())
 
-    def context(self, reason: str) -> JobContext:
-        return JobContext(self.policy, self.clock, list(self.specs.values()), self.target_busy, self.stopping, reason)
+    def context(self, reason: str, stopping: asyncio.Event | None = None) -> JobContext:
+        return JobContext(
+            self.policy,
+            self.clock,
+            list(self.specs.values()),
+            self.target_busy,
+            stopping or self.stopping,
+            lambda observation: self._publish(observation, "(now)"),
+            reason,
+        )
 
     # ----------------------------------------------------------------------------- one run
     def start(self, spec: JobSpec, reason: str) -> asyncio.Task[None]:
@@ -88,53 +113,61 @@ class Runner:
         return task
 
     async def run(self, spec: JobSpec, reason: str) -> None:
-        kind = self.kinds[spec.kind]
+        """One run of ``spec`` with its follow-ups; verdicts are alerted once no lock is held."""
         task = asyncio.current_task()
         # Track the task (shutdown waits for it) unless an outer run of the same task already does.
         tracked = task if task is not None and task not in self.running else None
         if tracked is not None:
             self.running.add(tracked)
         try:
-            if kind.coalesce:
-                lock = self._coalesce_locks.setdefault(spec.id, asyncio.Lock())
-                if lock.locked():
-                    return  # one is running; it will see the same facts
-                async with lock:
-                    await self._run_unlocked(kind, spec, reason)
-            elif kind.exclusive:
-                await self._run_exclusive(kind, spec, reason)
-            else:
-                await self._run_unlocked(kind, spec, reason)
+            await self._run(self.kinds[spec.kind], spec, reason)
         finally:
             if tracked is not None:
                 self.running.discard(tracked)
+                if self.on_finished is not None:
+                    self.on_finished()
 
-    async def _run_exclusive(self, kind: JobKind, spec: JobSpec, reason: str) -> None:
+    async def _run(self, kind: JobKind, spec: JobSpec, reason: str) -> None:
+        if spec.target not in self.policy.targets:
+            return  # removed by a reload while it waited
+        verdicts: list[Verdict] = []
         after: list[str] = []
-        async with self._lock(spec.target), self._slots:
-            if self.stopping.is_set() or spec.target not in self.policy.targets:
-                return
+        if kind.exclusive:
+            async with self._lock(spec.target), self._slots:
+                if self.stopping.is_set():
+                    return
+                queue = [(kind, spec, reason)]
+                while queue:  # the job, then its exclusive follow-ups (and theirs), under the same lock
+                    current, current_spec, why = queue.pop(0)
+                    outcome = await self._execute(current, current_spec, why)
+                    verdicts += outcome.verdicts
+                    for name in outcome.follow_ups:
+                        follow = self.kinds[name]
+                        if follow.exclusive:
+                            queue.append((follow, _follow_spec(name, spec), "follow-up"))
+                        else:
+                            after.append(name)
+        elif kind.coalesce:
+            lock = self._coalesce_locks.setdefault(spec.id, asyncio.Lock())
+            if lock.locked():
+                return  # one is running; it will see the same facts
+            async with lock:
+                outcome = await self._execute(kind, spec, reason)
+            verdicts, after = outcome.verdicts, outcome.follow_ups
+        else:
             outcome = await self._execute(kind, spec, reason)
-            for name in outcome.follow_ups:
-                follow = self.kinds[name]
-                if follow.exclusive:
-                    await self._execute(follow, _follow_spec(name, spec), "follow-up")
-                else:
-                    after.append(name)
+            verdicts, after = outcome.verdicts, outcome.follow_ups
+        await self._alert(verdicts, spec.id)
         for name in after:
             if not self.stopping.is_set():
                 await self.run(_follow_spec(name, spec), "follow-up")
 
-    async def _run_unlocked(self, kind: JobKind, spec: JobSpec, reason: str) -> None:
-        if spec.target not in self.policy.targets and spec.target != "-":
-            return
-        await self._execute(kind, spec, reason)
-
-    async def _execute(self, kind: JobKind, spec: JobSpec, reason: str) -> JobOutcome:
-        if kind.exclusive:
+    async def _execute(self, kind: JobKind, spec: JobSpec, reason: str, stopping: asyncio.Event | None = None) -> JobOutcome:
+        counted = kind.exclusive and kind.mode != "follow_up"  # dbguardian_jobs_running counts jobs, not their tails
+        if counted:
             self.metrics.running.labels(kind.name).inc()
         try:
-            outcome = await kind.run(self.context(reason), spec)
+            outcome = await kind.run(self.context(reason, stopping), spec)
         except asyncio.CancelledError as error:
             self.apply(error.outcome if isinstance(error, JobCancelled) else JobOutcome(result="cancelled"), spec.id)
             raise
@@ -142,27 +175,30 @@ class Runner:
             log.exception("job crashed", job=spec.id, error=repr(error))
             outcome = JobOutcome(result="failure")
         finally:
-            if kind.exclusive:
+            if counted:
                 self.metrics.running.labels(kind.name).dec()
-        await self._report(outcome, spec)
+        self.apply(outcome, spec.id)
+        log.debug("job finished", job=spec.id, reason=reason, result=outcome.result)
         return outcome
 
-    async def _report(self, outcome: JobOutcome, spec: JobSpec) -> None:
-        self.apply(outcome, spec.id)
-        if not outcome.verdicts:
+    async def _alert(self, verdicts: list[Verdict], job: str) -> None:
+        if not verdicts:
             return
         try:
-            await self.alerter.process(outcome.verdicts, self.clock(), self.renotify)
+            await self.alerter.process(verdicts, self.clock(), self.renotify)
             self.metrics.alerts_firing.set(len(self.alerter.firing()))
         except Exception as error:  # alerting problems must not break the job loop
-            log.exception("alerting failed", job=spec.id, error=repr(error))
+            log.exception("alerting failed", job=job, error=repr(error))
 
     def apply(self, outcome: JobOutcome, job: str) -> None:
         for observation in outcome.observations:
-            try:
-                apply_observation(self.metrics, observation)
-            except (AttributeError, ValueError) as error:  # a kind naming a metric wrongly is a bug, not an outage
-                log.error("job reported an unknown metric", job=job, metric=observation.metric, error=str(error))
+            self._publish(observation, job)
+
+    def _publish(self, observation: Observation, job: str) -> None:
+        try:
+            apply_observation(self.metrics, observation)
+        except (AttributeError, ValueError) as error:  # a kind naming a metric wrongly is a bug, not an outage
+            log.error("job reported an unknown metric", job=job, metric=observation.metric, error=str(error))
 
     def renotify(self, target: str) -> timedelta:
         if target in self.policy.targets:
@@ -187,35 +223,53 @@ class Runner:
     # ----------------------------------------------------------------------------- continuous jobs
     def _sync_continuous(self) -> None:
         wanted = {job_id: spec for job_id, spec in self.specs.items() if self.kinds[spec.kind].mode == "continuous"}
-        for job_id, task in list(self.continuous.items()):
-            if job_id not in wanted:
-                log.info("continuous job removed from the policy; stopping it", job=job_id)
-                task.cancel()
+        for job_id, job in list(self.continuous.items()):
+            if wanted.get(job_id) != job.spec:
+                log.info("continuous job removed or changed by the policy; stopping it", job=job_id)
                 del self.continuous[job_id]
+                job.stop.set()
+                self._cancel_later(job.task, CONTINUOUS_STOP_GRACE)
         for job_id, spec in wanted.items():
             if job_id not in self.continuous and not self.stopping.is_set():
-                self.continuous[job_id] = asyncio.create_task(self._supervise(spec))
+                stop = asyncio.Event()
+                self.continuous[job_id] = _Continuous(spec, stop, asyncio.create_task(self._supervise(spec, stop)))
 
-    async def _supervise(self, spec: JobSpec) -> None:
+    def _cancel_later(self, task: asyncio.Task[None], grace: float) -> None:
+        """Cancel ``task`` if it has not finished within ``grace`` seconds (tracked, so shutdown sees it)."""
+
+        async def deadline() -> None:
+            # Its own failures were logged by the supervisor; here only the deadline matters.
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(task), timeout=grace)
+            task.cancel()
+
+        watcher = asyncio.create_task(deadline())
+        self.running.add(watcher)
+        watcher.add_done_callback(self.running.discard)
+
+    async def _supervise(self, spec: JobSpec, stop: asyncio.Event) -> None:
         kind = self.kinds[spec.kind]
         delay = BACKOFF_START
         loop = asyncio.get_running_loop()
-        while not self.stopping.is_set():
+        while not (stop.is_set() or self.stopping.is_set()):
             started = loop.time()
-            await self._execute(kind, spec, "continuous")
-            if self.stopping.is_set():
+            outcome = await self._execute(kind, spec, "continuous", stop)
+            await self._alert(outcome.verdicts, spec.id)
+            if stop.is_set() or self.stopping.is_set():
                 break
             delay = BACKOFF_START if loop.time() - started > BACKOFF_RESET_AFTER else delay
             log.warning("continuous job ended; restarting", job=spec.id, after_seconds=delay)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), timeout=delay)
+                await asyncio.wait_for(stop.wait(), timeout=delay)
             delay = min(delay * 2, BACKOFF_MAX)
 
     # ----------------------------------------------------------------------------- shutdown
     async def shutdown(self, grace: float) -> None:
         """Stop taking jobs; wait ``grace`` seconds for running and continuous jobs; cancel the rest."""
         self.stopping.set()
-        pending = {task for task in (*self.running, *self.continuous.values()) if not task.done()}
+        for job in self.continuous.values():
+            job.stop.set()
+        pending = {task for task in (*self.running, *self._continuous_tasks()) if not task.done()}
         if not pending:
             return
         _, still_running = await asyncio.wait(pending, timeout=grace)
@@ -225,8 +279,11 @@ class Runner:
             await asyncio.wait(still_running, timeout=30)
 
     def cancel_all(self) -> None:
-        for task in (*self.running, *self.continuous.values()):
+        for task in (*self.running, *self._continuous_tasks()):
             task.cancel()
+
+    def _continuous_tasks(self) -> list[asyncio.Task[None]]:
+        return [job.task for job in self.continuous.values()]
 
 
 def _follow_spec(kind: str, parent: JobSpec) -> JobSpec:

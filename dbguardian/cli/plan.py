@@ -45,7 +45,7 @@ def command(ctx: click.Context, as_json: bool, count: int, at: str | None) -> No
     ]
     jobs: list[dict[str, Any]] = []
     for spec in specs:
-        runs = next_runs(spec, now, count)
+        runs = next_runs(spec, now, count) if spec.cron is not None or spec.every is not None else []  # continuous: none
         newest_backup = newest.get((spec.target, spec.tier))
         jobs.append(
             {

@@ -34,20 +34,20 @@ def specs(policy: Policy) -> list[JobSpec]:
     ]
 
 
-async def _ping(outcome: JobOutcome, pings: PingsConfig, event: str, target: str) -> None:
-    if getattr(pings, event) is None and getattr(pings, f"{event}_file") is None:
+async def _ping(ctx: JobContext, pings: PingsConfig, event: str, target: str) -> None:
+    if not pings.secret(event).configured:
         return
     ok = await ping(pings, event, target)
-    outcome.observe("pings", target, event, "success" if ok else "failure", op="inc")
+    ctx.observe_now("pings", target, event, "success" if ok else "failure", op="inc")
 
 
 async def run(ctx: JobContext, spec: JobSpec) -> JobOutcome:
     """One scheduled backup (or a catch-up): the backup routine, with everything around it reported."""
     outcome = JobOutcome(result="failure", follow_ups=["health"])
     labels = (spec.target, spec.tier)
-    outcome.observe("last_attempt", *labels, value=ctx.clock().timestamp())
+    ctx.observe_now("last_attempt", *labels, value=ctx.clock().timestamp())  # while it runs, not after
     pings = ctx.policy.targets[spec.target].pings
-    await _ping(outcome, pings, "start", spec.target)
+    await _ping(ctx, pings, "start", spec.target)
     started = time.monotonic()
     try:
         manifest = await run_backup(ctx.policy, spec.target, spec.tier, clock=ctx.clock)
@@ -79,7 +79,7 @@ async def run(ctx: JobContext, spec: JobSpec) -> JobOutcome:
         outcome.observe("last_raw_bytes", *labels, value=manifest.raw_size_bytes)
     outcome.observe("duration", *labels, value=time.monotonic() - started, op="observe")
     outcome.observe("runs", *labels, outcome.result, op="inc")
-    await _ping(outcome, pings, "success" if outcome.result == "success" else "fail", spec.target)
+    await _ping(ctx, pings, "success" if outcome.result == "success" else "fail", spec.target)
     return outcome
 
 

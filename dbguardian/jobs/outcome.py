@@ -33,7 +33,7 @@ from dbguardian.schedule import CatchUp, JobSpec
 
 Mode = Literal["scheduled", "continuous", "follow_up"]
 MetricOp = Literal["set", "inc", "dec", "observe"]
-Result = Literal["success", "partial", "failure", "cancelled", "skipped"]
+Result = Literal["success", "partial", "failure", "cancelled"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,7 @@ class Observation:
 @dataclass
 class JobOutcome:
     result: Result = "success"
+    """For the log line the runner writes at the end of each run; metrics carry kind-specific results."""
     verdicts: list[Verdict] = field(default_factory=list)
     observations: list[Observation] = field(default_factory=list)
     follow_ups: list[str] = field(default_factory=list)
@@ -78,9 +79,14 @@ class JobContext:
     target_busy: Callable[[str], bool]
     """Whether an exclusive job of the target is running (a health check then expects no missed run)."""
     stopping: asyncio.Event
-    """Set when the daemon stops: continuous jobs finish their current step and return."""
+    """Set when the daemon stops (or a reload removes a continuous job): finish the current step and return."""
+    publish: Callable[[Observation], None]
+    """Apply an observation now rather than with the outcome (e.g. "a backup attempt started")."""
     reason: str = "schedule"
     """Why this run started: schedule, catch-up, follow-up, continuous, manual."""
+
+    def observe_now(self, metric: str, *labels: str, value: float = 1.0, op: MetricOp = "set") -> None:
+        self.publish(Observation(metric, labels, value, op))
 
 
 @dataclass(frozen=True)
@@ -101,6 +107,12 @@ class JobKind:
     coalesce: bool = False
     catch_up: Callable[[JobContext, Sequence[JobSpec]], Awaitable[CatchUpPlan]] | None = None
     """At start: the kind's missed runs (started when the policy's ``catch_up`` is on) and its gauges."""
+
+    def __post_init__(self) -> None:
+        if self.exclusive and self.coalesce:
+            raise ValueError(f"job kind {self.name!r}: exclusive and coalesce exclude each other")
+        if self.mode == "continuous" and (self.exclusive or self.coalesce or self.catch_up is not None):
+            raise ValueError(f"job kind {self.name!r}: a continuous kind holds no lock and catches nothing up")
 
 
 def no_specs(policy: Policy) -> list[JobSpec]:

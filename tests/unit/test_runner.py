@@ -206,7 +206,7 @@ def test_continuous_kind_restarts_with_backoff_and_stops_gracefully(tmp_path: Pa
         assert len(attempts) == 4
         await runner.shutdown(grace=5)
         assert stopped_cleanly.is_set()
-        assert all(task.done() and not task.cancelled() for task in runner.continuous.values())
+        assert all(job.task.done() and not job.task.cancelled() for job in runner.continuous.values())
 
     asyncio.run(scenario())
     gaps = [later - earlier for earlier, later in itertools.pairwise(attempts)]
@@ -214,27 +214,124 @@ def test_continuous_kind_restarts_with_backoff_and_stops_gracefully(tmp_path: Pa
     assert gaps[0] >= 0.01 and gaps[1] >= 0.02 and gaps[2] >= 0.04
 
 
-def test_continuous_job_removed_by_reload_is_stopped(tmp_path: Path) -> None:
-    cancelled = asyncio.Event()
+def test_reload_stops_a_removed_continuous_job_gracefully_and_cancels_a_stuck_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runner_module, "CONTINUOUS_STOP_GRACE", 0.05)
+    events: list[str] = []
 
-    async def forever(ctx: JobContext, job: JobSpec) -> JobOutcome:
+    async def polite(ctx: JobContext, job: JobSpec) -> JobOutcome:
+        await ctx.stopping.wait()
+        events.append("polite returned")
+        return JobOutcome()
+
+    async def stuck(ctx: JobContext, job: JobSpec) -> JobOutcome:
         try:
             await asyncio.sleep(3600)
         except asyncio.CancelledError:
-            cancelled.set()
+            events.append("stuck cancelled")
             raise
         return JobOutcome()
 
-    runner, _ = build(tmp_path, {"ship": kind("ship", forever, mode="continuous")})
+    kinds = {"polite": kind("polite", polite, mode="continuous"), "stuck": kind("stuck", stuck, mode="continuous")}
+    runner, _ = build(tmp_path, kinds)
+
+    async def scenario() -> None:
+        runner.configure(runner.policy, {"polite:app": spec("polite"), "stuck:app": spec("stuck")})
+        await asyncio.sleep(0.01)
+        runner.configure(runner.policy, {})
+        assert runner.continuous == {}
+        await asyncio.sleep(0.2)
+        assert not runner.stopping.is_set()  # the daemon goes on; only those jobs stopped
+
+    asyncio.run(scenario())
+    assert sorted(events) == ["polite returned", "stuck cancelled"]
+
+
+def test_reload_restarts_a_continuous_job_whose_spec_changed(tmp_path: Path) -> None:
+    seen: list[str] = []
+
+    async def ship(ctx: JobContext, job: JobSpec) -> JobOutcome:
+        seen.append(job.timezone)
+        await ctx.stopping.wait()
+        return JobOutcome()
+
+    runner, _ = build(tmp_path, {"ship": kind("ship", ship, mode="continuous")})
 
     async def scenario() -> None:
         runner.configure(runner.policy, {"ship:app": spec("ship")})
         await asyncio.sleep(0.01)
-        runner.configure(runner.policy, {})
-        await asyncio.sleep(0.01)
-        assert cancelled.is_set() and runner.continuous == {}
+        changed = JobSpec("ship", "app", "-", None, None, "Europe/Berlin")
+        runner.configure(runner.policy, {"ship:app": changed})
+        await asyncio.sleep(0.05)
+        assert runner.continuous["ship:app"].spec == changed
+        await runner.shutdown(grace=1)
 
     asyncio.run(scenario())
+    assert seen == ["UTC", "Europe/Berlin"]
+
+
+def test_alerts_go_out_after_the_lock_and_slot_are_released(tmp_path: Path) -> None:
+    """A slow alert channel must not hold up the next backup of any target."""
+    busy_when_alerting: list[bool] = []
+
+    async def drill(ctx: JobContext, job: JobSpec) -> JobOutcome:
+        return JobOutcome(result="failure", verdicts=[Verdict("app", "drill", False, "bad", "good")])
+
+    runner, _ = build(tmp_path, {"drill": kind("drill", drill, exclusive=True)})
+    real_process = runner.alerter.process
+
+    async def watching(*args: Any, **kwargs: Any) -> Any:
+        busy_when_alerting.append(runner.target_busy("app") or runner._slots.locked())
+        return await real_process(*args, **kwargs)
+
+    runner.alerter.process = watching  # type: ignore[method-assign]
+    asyncio.run(runner.run(spec("drill"), "schedule"))
+    assert busy_when_alerting == [False]
+    assert list(runner.alerter.firing()) == ["app/drill"]
+
+
+def test_observe_now_is_visible_while_the_job_runs(tmp_path: Path) -> None:
+    seen_during: list[float | None] = []
+
+    async def work(ctx: JobContext, job: JobSpec) -> JobOutcome:
+        ctx.observe_now("last_attempt", "app", "daily", value=42.0)
+        seen_during.append(sample(metrics, "dbguardian_backup_last_attempt_timestamp_seconds", target="app", tier="daily"))
+        return JobOutcome()
+
+    runner, metrics = build(tmp_path, {"work": kind("work", work, exclusive=True)})
+    asyncio.run(runner.run(spec("work"), "schedule"))
+    assert seen_during == [42.0]
+
+
+def test_follow_ups_of_follow_ups_and_of_unlocked_kinds_run(tmp_path: Path) -> None:
+    order: list[str] = []
+
+    def step(name: str, follow_ups: list[str]) -> Callable[[JobContext, JobSpec], Awaitable[JobOutcome]]:
+        async def run(ctx: JobContext, job: JobSpec) -> JobOutcome:
+            order.append(f"{name} busy={ctx.target_busy('app')}")
+            return JobOutcome(follow_ups=list(follow_ups))
+
+        return run
+
+    kinds = {
+        "check": kind("check", step("check", ["fix"])),  # neither exclusive nor coalescing
+        "fix": kind("fix", step("fix", ["tidy"]), mode="follow_up", exclusive=True),
+        "tidy": kind("tidy", step("tidy", []), mode="follow_up", exclusive=True),
+    }
+    runner, _ = build(tmp_path, kinds)
+    asyncio.run(runner.run(spec("check"), "schedule"))
+    assert order == ["check busy=False", "fix busy=True", "tidy busy=True"]
+
+
+def test_job_kind_flags_that_contradict_each_other_are_refused() -> None:
+    async def nothing(ctx: JobContext, job: JobSpec) -> JobOutcome:
+        return JobOutcome()
+
+    with pytest.raises(ValueError, match="exclusive and coalesce"):
+        kind("both", nothing, exclusive=True, coalesce=True)
+    with pytest.raises(ValueError, match="continuous kind holds no lock"):
+        kind("ship", nothing, mode="continuous", exclusive=True)
 
 
 def test_a_run_stays_tracked_through_all_its_follow_ups(tmp_path: Path) -> None:
