@@ -45,15 +45,10 @@ from dbguardian.catalog.service import (
     by_id,
     commit_manifest,
     latest,
-    list_backups,
     newest_by_tier,
     read_manifest,
     select,
-    select_backup,
 )
-
-Manifest = LogicalManifest
-"""The name of the (logical) manifest before kinds existed; kept for callers not switched yet."""
 
 __all__ = [
     "MANIFEST_FORMAT",
@@ -70,7 +65,6 @@ __all__ = [
     "InvalidManifest",
     "Kind",
     "LogicalManifest",
-    "Manifest",
     "PhysicalManifest",
     "StoredObject",
     "TableCount",
@@ -81,7 +75,6 @@ __all__ = [
     "find_leftovers",
     "is_backup_id",
     "latest",
-    "list_backups",
     "manifest_key",
     "new_backup_id",
     "newest_by_tier",
@@ -91,5 +84,4 @@ __all__ = [
     "read_manifest",
     "remove_leftovers",
     "select",
-    "select_backup",
 ]

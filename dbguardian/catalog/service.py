@@ -278,7 +278,10 @@ class Catalog:
 
     async def logical(self, target: str, reference: str = "latest") -> BackupRecord:
         """A logical backup to restore or drill: ``latest`` or an exact id."""
-        record = await (self.latest(target) if reference == "latest" else self.by_id(target, reference))
+        if reference == "latest":
+            record = await self.latest(target, kind="logical")
+        else:
+            record = await self.by_id(target, reference)
         if not isinstance(record.manifest, LogicalManifest):
             raise BackupNotFound(f"backup {record.id} of {target!r} is a {record.manifest.kind} backup, not a pg_dump one")
         return Backup(record.manifest, record.storages)
@@ -286,15 +289,3 @@ class Catalog:
     @staticmethod
     def _of_kind(records: list[AnyBackup], kind: Kind | None) -> list[AnyBackup]:
         return records if kind is None else [record for record in records if record.manifest.kind == kind]
-
-
-# Names kept for callers written before the service (restore, drill, daemon): logical backups only.
-
-
-async def list_backups(storages: Sequence[Storage], target: str | None = None) -> list[BackupRecord]:
-    """Committed logical backups on all given storages, newest first, merged by id."""
-    return await Catalog(storages).logical_backups(target)
-
-
-def select_backup(records: Iterable[BackupRecord], target: str, reference: str) -> BackupRecord:
-    return select(records, target, reference)

@@ -13,7 +13,7 @@ import click
 import yaml
 
 from dbguardian.backup.logical import run_backup
-from dbguardian.catalog import list_backups
+from dbguardian.catalog import Catalog
 from dbguardian.cli.common import run_async
 from dbguardian.daemon import run_daemon
 from dbguardian.dbfacts import content_checksums
@@ -67,7 +67,7 @@ def _run_daemon(policy_path: Path, policy: Policy, metrics_port: int, seconds: f
     click.echo(f"   in another shell: dbguardian --policy {policy_path} list")
     code = asyncio.run(run_daemon(policy_path, policy, stop_after=seconds))
     click.secho(f"== daemon stopped cleanly (exit {code}); backups now:", bold=True)
-    records = run_async(lambda: list_backups(target_storages(policy, "app"), "app"))
+    records = run_async(lambda: Catalog(target_storages(policy, "app")).logical_backups("app"))
     for record in records:
         manifest = record.manifest
         click.echo(
@@ -113,7 +113,7 @@ def command(workdir: Path | None, keep: bool, daemon_seconds: float | None) -> N
         )
 
         click.secho("== dbguardian list app --json", bold=True)
-        records = run_async(lambda: list_backups(target_storages(policy, "app"), "app"))
+        records = run_async(lambda: Catalog(target_storages(policy, "app")).logical_backups("app"))
         click.echo(json.dumps([record.to_json() for record in records], indent=2))
 
         click.secho("== dbguardian restore app latest --validate-only", bold=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 
 from dbguardian.backup.logical import backup_database
-from dbguardian.catalog import SAFETY_TIER, Manifest
+from dbguardian.catalog import SAFETY_TIER, LogicalManifest
 from dbguardian.cli.common import policy_from, run_async
 from dbguardian.errors import UsageError
 from dbguardian.postgres import ConnectionInfo
@@ -71,7 +71,7 @@ def command(
     if not into:
         raise UsageError("restore needs --into DBNAME (or --validate-only)")
 
-    async def safety_backup(database: ConnectionInfo) -> Manifest:
+    async def safety_backup(database: ConnectionInfo) -> LogicalManifest:
         return await backup_database(policy, target, SAFETY_TIER, database)
 
     result = run_async(

@@ -20,7 +20,7 @@ from typing import Any
 
 import asyncpg
 
-from dbguardian.catalog import Catalog, Manifest, by_id, latest
+from dbguardian.catalog import Catalog, LogicalManifest, latest
 from dbguardian.catalog.service import regular
 from dbguardian.cleanup import cleanup_failed
 from dbguardian.drill import judge, pick_backup, scratch_name
@@ -79,7 +79,9 @@ def _drill_connection(target: TargetConfig, config: DrillConfig) -> ConnectionIn
 
 
 @contextlib.asynccontextmanager
-async def drill_server(target: TargetConfig, config: DrillConfig, manifest: Manifest) -> AsyncIterator[ConnectionInfo]:
+async def drill_server(
+    target: TargetConfig, config: DrillConfig, manifest: LogicalManifest
+) -> AsyncIterator[ConnectionInfo]:
     """Where the drill restores: the target's (or drill.dsn's) server, or a throw-away local cluster."""
     if config.mode == "server":
         yield _drill_connection(target, config)
@@ -118,7 +120,7 @@ async def _amcheck(connection: asyncpg.Connection) -> CheckResult:
     return CheckResult("amcheck", True, f"{len(indexes)} B-tree indexes checked", "every B-tree index passes bt_index_check")
 
 
-async def _verify(info: ConnectionInfo, manifest: Manifest, config: DrillConfig) -> list[CheckResult]:
+async def _verify(info: ConnectionInfo, manifest: LogicalManifest, config: DrillConfig) -> list[CheckResult]:
     async with connected(info) as connection:
         results = (await verify_counts(connection, manifest)).checks
         results += await _user_checks(connection, config)
@@ -158,9 +160,10 @@ async def _drill(
     report: DrillReport,
 ) -> None:
     storages = target_storages(policy, target_name)
-    records = regular(await Catalog(storages).logical_backups(target_name))
+    catalog = Catalog(storages)
+    records = regular(await catalog.logical_backups(target_name))
     if backup_id is not None:
-        record = by_id(records, target_name, backup_id)
+        record = await catalog.logical(target_name, backup_id)  # a refused manifest says why
     elif config.pick == "newest" or not records:
         record = latest(records, target_name)
     else:

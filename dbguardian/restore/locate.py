@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypedDict
 
-from dbguardian.catalog import BackupRecord, Catalog, Manifest
+from dbguardian.catalog import BackupRecord, Catalog, LogicalManifest
 from dbguardian.errors import UsageError
 from dbguardian.policy import Policy
 from dbguardian.storage import Storage, target_storages
@@ -26,7 +26,7 @@ class ReadOptions(TypedDict):
     identity: Path | None
 
 
-def read_options(manifest: Manifest, identity: Path | None) -> ReadOptions:
+def read_options(manifest: LogicalManifest, identity: Path | None) -> ReadOptions:
     """How to read a backup's objects back, from its manifest (for pipeline.read)."""
     encryption = None if manifest.encryption is None else manifest.encryption.method
     return ReadOptions(compression=manifest.compression.algorithm, encryption=encryption, identity=identity)

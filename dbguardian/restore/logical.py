@@ -19,7 +19,7 @@ from pathlib import Path
 
 import asyncpg
 
-from dbguardian.catalog import Manifest
+from dbguardian.catalog import LogicalManifest
 from dbguardian.dbfacts import quote_ident
 from dbguardian.errors import OperationError, RestoreRefused, UsageError
 from dbguardian.logs import get_logger
@@ -34,7 +34,7 @@ from dbguardian.scratch import MAX_DB_NAME, ScratchDatabase, admin_session, data
 
 log = get_logger("dbguardian.restore")
 
-SafetyBackup = Callable[[ConnectionInfo], Awaitable[Manifest]]
+SafetyBackup = Callable[[ConnectionInfo], Awaitable[LogicalManifest]]
 """Back up the database the connection points at (before it is replaced); returns the new backup's manifest."""
 
 

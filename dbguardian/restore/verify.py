@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from dbguardian.catalog import Manifest
+from dbguardian.catalog import LogicalManifest
 from dbguardian.dbfacts import compare_counts, compare_object_counts, count_rows, object_counts
 from dbguardian.errors import VerificationError
 
@@ -39,7 +39,7 @@ class CountsVerdict:
             raise VerificationError("restored data differs from the manifest: " + "; ".join(failing))
 
 
-async def verify_counts(connection: asyncpg.Connection, manifest: Manifest) -> CountsVerdict:
+async def verify_counts(connection: asyncpg.Connection, manifest: LogicalManifest) -> CountsVerdict:
     """Row counts per table and object counts per kind of the connected database, against ``manifest``."""
     actual = await count_rows(connection)
     kinds = await object_counts(connection)

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from dbguardian.catalog import Manifest
+from dbguardian.catalog import LogicalManifest
 from tests.conftest import PolicyFactory, Postgres, backup_dir, run_cli
 from tests.support.pg import backup, checksums, listed
 
 
-def manifest_of(policy: Path, backup_id: str) -> Manifest:
-    return Manifest.model_validate_json((backup_dir(policy) / "app" / backup_id / "manifest.json").read_text())
+def manifest_of(policy: Path, backup_id: str) -> LogicalManifest:
+    return LogicalManifest.model_validate_json((backup_dir(policy) / "app" / backup_id / "manifest.json").read_text())
 
 
 @pytest.mark.parametrize(("algorithm", "suffix"), [("zstd", ".zst"), ("gzip", ".gz")])

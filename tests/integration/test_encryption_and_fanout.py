@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dbguardian.catalog import Manifest
+from dbguardian.catalog import LogicalManifest
 from tests.conftest import PolicyFactory, Postgres, backup_dir, run_cli
 from tests.support.pg import backup, checksums, listed
 
@@ -35,8 +35,8 @@ def gpg_key(home: Path, name: str) -> tuple[Path, Path, str]:
     return public, secret, fingerprint
 
 
-def manifest_of(policy: Path, backup_id: str) -> Manifest:
-    return Manifest.model_validate_json((backup_dir(policy) / "app" / backup_id / "manifest.json").read_text())
+def manifest_of(policy: Path, backup_id: str) -> LogicalManifest:
+    return LogicalManifest.model_validate_json((backup_dir(policy) / "app" / backup_id / "manifest.json").read_text())
 
 
 def test_age_round_trip_and_wrong_key(

@@ -27,12 +27,11 @@ from dbguardian.catalog import (
     is_backup_id,
     keys,
     latest,
-    list_backups,
     new_backup_id,
     parse_backup_id,
     read_manifest,
     remove_leftovers,
-    select_backup,
+    select,
 )
 from dbguardian.catalog.manifest import encode_manifest
 from dbguardian.errors import BackupNotFound, StorageError
@@ -243,8 +242,8 @@ async def test_selection() -> None:
         await catalog.by_id("app", IDS["pending"])
     with pytest.raises(BackupNotFound, match="target 'nothing' has no valid backup"):
         await catalog.latest("nothing")
-    assert [r.id for r in await list_backups(catalog.storages, "app")] == [IDS["safety"], IDS["new"], IDS["old"]]
-    assert select_backup(await list_backups(catalog.storages), "app", "latest").id == IDS["new"]
+    assert [r.id for r in await catalog.logical_backups("app")] == [IDS["safety"], IDS["new"], IDS["old"]]
+    assert select(await catalog.logical_backups(), "app", "latest").id == IDS["new"]
     assert await catalog.newest_by_tier("app") == {
         ("app", "weekly"): parse_backup_id(IDS["old"]),
         ("app", "daily"): parse_backup_id(IDS["new"]),
@@ -288,3 +287,15 @@ async def test_leftovers_never_touch_wal(delimiter: bool) -> None:
     assert "app/" not in storage.spy.lists if delimiter else storage.spy.lists == ["app/"]
     objects = [info(WAL_SEGMENT, timedelta(days=30)), info("app/wal/00000001/x", timedelta(days=30))]
     assert find_leftovers(objects, NOW, timedelta(hours=1)) == []
+
+
+@synchronous
+async def test_the_latest_logical_backup_is_found_when_a_physical_one_is_newer() -> None:
+    storage = MemoryStorage("local")
+    await store(storage, logical_manifest(IDS["old"]))
+    await store(storage, physical_manifest(IDS["new"]))
+    catalog = Catalog([storage])
+    assert (await catalog.latest("app")).id == IDS["new"]  # of any kind
+    assert (await catalog.logical("app")).id == IDS["old"]  # what restore and drills take
+    with pytest.raises(BackupNotFound, match="is a physical backup, not a pg_dump one"):
+        await catalog.logical("app", IDS["new"])
