@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from typing import Any
+from typing import Any, Literal, get_args
 
 from dbguardian.logs import get_logger, redact_text
 
@@ -23,21 +23,21 @@ log = get_logger("dbguardian.cleanup")
 _counts: Counter[str] = Counter()
 _lock = threading.Lock()
 
-# The kinds of clean-up that can fail; the metric's ``what`` label takes one of these.
-WHAT = (
+What = Literal[
     "backup_objects",  # objects of a failed or partial backup run
     "staging_database",  # a restore's staging database or a drill's scratch database
     "attempt_record",  # the last-attempt record in state_dir (retention reads it)
     "drill_history",  # a drill's line in state_dir/drills/history.jsonl
     "spool_file",  # a restore/drill spool file under state_dir/tmp
     "scratch_cluster",  # a throw-away PostgreSQL cluster of a drill
-)
+]
+"""The kinds of clean-up that can fail; the metric's ``what`` label takes one of these (mypy checks callers:
+this function runs in except/finally blocks and must never raise)."""
+WHAT: tuple[str, ...] = get_args(What)
 
 
-def cleanup_failed(what: str, error: BaseException | str, **context: Any) -> None:
+def cleanup_failed(what: What, error: BaseException | str, **context: Any) -> None:
     """Log that a clean-up of ``what`` failed (with what was left behind in ``context``) and count it."""
-    if what not in WHAT:
-        raise ValueError(f"unknown clean-up kind {what!r}")
     with _lock:
         _counts[what] += 1
     log.error("clean-up failed; something was left behind", what=what, error=redact_text(str(error)), **context)

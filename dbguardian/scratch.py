@@ -191,7 +191,7 @@ def remove_cluster(cluster: ThrowawayCluster, prefix: str) -> None:
     """Stop the cluster and delete its directory; failures are logged and counted, never raised."""
     try:
         cluster.stop(strict=True)
-    except ToolError as error:
+    except (ToolError, OSError) as error:  # OSError: pg_ctl or runuser missing or not executable
         cleanup_failed("scratch_cluster", error, directory=str(cluster.base), left="a running server")
     # Only ever the directory throwaway_server created (short_tempdir(prefix)), nothing around it.
     if not cluster.base.name.startswith(prefix):

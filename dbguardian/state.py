@@ -1,9 +1,8 @@
 """Small durable facts dbguardian keeps in ``state_dir`` (one JSON file per subject, replaced atomically).
 
-Everything under ``state_dir`` is private to the service user, whatever the umask of the shell or
-cron job that started dbguardian: files are created 0600 and directories 0700 (``mkdir``'s mode is
-masked by the umask, so directories are chmod-ed after creation). Use :func:`private_dirs`,
-:func:`write_json`, :func:`append_line` and :func:`open_private` for anything written there.
+Everything under ``state_dir`` is private to the service user, whatever the umask (see
+:mod:`dbguardian.files`): write there only through :func:`write_json`, :func:`append_line`, or
+``files.private_dirs`` / ``files.open_private``.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ import asyncio
 
 import httpx
 
+from dbguardian.errors import SecretUnavailable
 from dbguardian.logs import get_logger, register_secret
 from dbguardian.policy import PingsConfig
 
@@ -17,7 +18,7 @@ async def ping(pings: PingsConfig, event: str, target: str, attempts: int = 3) -
     """Best effort: a failing ping is logged, never raised (it must not fail a backup)."""
     try:
         url = pings.secret(event).resolve()
-    except Exception as error:  # an unreadable *_file is reported like a failed ping
+    except SecretUnavailable as error:  # an unreadable *_file is reported like a failed ping
         log.error("ping url unreadable", target=target, ping=event, error=str(error))
         return False
     if url is None:

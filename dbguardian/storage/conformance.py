@@ -13,12 +13,17 @@ from __future__ import annotations
 import os
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 from dbguardian.errors import ObjectExists, ObjectNotFound, StorageError
 from dbguardian.storage.base import Storage, stale_upload_cleaner
 
 StorageFactory = Callable[[], Storage]
 Check = Callable[[Storage], Awaitable[None]]
+
+
+class NotDeclared(Exception):
+    """An optional ability the backend does not declare: its check is skipped, not passed."""
 
 
 class ConformanceError(AssertionError):
@@ -122,7 +127,7 @@ async def list_dirs_names_the_next_level(storage: Storage) -> None:
 
 async def conditional_put_creates_only_once(storage: Storage) -> None:
     if not storage.capabilities.conditional_put:
-        return
+        raise NotDeclared("conditional_put")
     await storage.put_bytes("c/manifest.json", b"first", if_absent=True)
     await expect_raises(ObjectExists, storage.put_bytes("c/manifest.json", b"second", if_absent=True), "a second create")
     expect(await storage.get_bytes("c/manifest.json") == b"first", "a refused create changes nothing")
@@ -135,7 +140,7 @@ async def conditional_put_creates_only_once(storage: Storage) -> None:
 async def stale_uploads_are_cleaned_up(storage: Storage) -> None:
     cleaner = stale_upload_cleaner(storage)
     if cleaner is None:
-        return
+        raise NotDeclared("stale_upload_cleanup")
     writer = await storage.open_writer("s/1/dump")
     await writer.write(os.urandom(6 * 1024 * 1024))  # more than one S3 part: the upload exists remotely
     expect(await cleaner.abort_stale_uploads(datetime(2000, 1, 1, tzinfo=UTC)) == [], "a young upload is kept")
@@ -162,15 +167,17 @@ CHECKS: dict[str, Check] = {
 }
 
 
-async def run_check(factory: StorageFactory, name: str) -> None:
+async def run_check(factory: StorageFactory, name: str) -> Literal["passed", "skipped"]:
+    """One check on a fresh storage: ``passed``, ``skipped`` (an optional ability not declared), or raises."""
     try:
         await CHECKS[name](factory())
+    except NotDeclared:
+        return "skipped"
     except ConformanceError as error:
         raise ConformanceError(f"{name}: {error}") from None
+    return "passed"
 
 
-async def run_conformance(factory: StorageFactory) -> list[str]:
-    """Run every check, each on a fresh storage from ``factory``; the names of the checks run."""
-    for name in CHECKS:
-        await run_check(factory, name)
-    return list(CHECKS)
+async def run_conformance(factory: StorageFactory) -> dict[str, Literal["passed", "skipped"]]:
+    """Run every check, each on a fresh storage from ``factory``; what became of each (raises on the first failure)."""
+    return {name: await run_check(factory, name) for name in CHECKS}

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Literal
 
 from dbguardian.errors import ObjectExists, ObjectNotFound, StorageError
-from dbguardian.files import PRIVATE_FILE, private_dirs
+from dbguardian.files import open_private, private_dirs
 from dbguardian.logs import get_logger
 from dbguardian.policy.base import AbsolutePath
 from dbguardian.policy.storage import StorageConfigBase
@@ -36,7 +36,6 @@ from dbguardian.storage.base import READ_CHUNK, Capabilities, ObjectInfo, check_
 log = get_logger("dbguardian.storage.local")
 
 TEMP_MARK = ".tmp-"
-# Backups are copies of the database: readable by the service user only, whatever the umask.
 # Written data older than this is handed to the disk early and dropped from the page cache (see
 # LocalWriter._write_sync).
 WRITEBACK_WINDOW = 16 * 1024 * 1024
@@ -68,13 +67,7 @@ class LocalWriter:
         self._key = key
         self._final = final
         self._temp = final.with_name(f".{final.name}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
-        fd = os.open(self._temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, PRIVATE_FILE)
-        try:
-            os.fchmod(fd, PRIVATE_FILE)  # exactly 0600, whatever the umask
-            self._file = os.fdopen(fd, "wb")
-        except BaseException:
-            os.close(fd)
-            raise
+        self._file = open_private(self._temp, "wb", exclusive=True)
         self._size = 0
         self._advised = 0  # bytes before this offset were handed to the disk (posix_fadvise)
         self._done = False

@@ -8,7 +8,6 @@ better than ~1000:1, and zlib inflates zeros at only ~100-200 MB/s, hence the sm
 
 from __future__ import annotations
 
-import hashlib
 import json
 import struct
 import subprocess
@@ -96,4 +95,4 @@ def test_the_zstd_bomb_is_valid_zstd() -> None:
 
     bomb = zstd_rle_bomb(3 * 128 * 1024 + 5)
     assert zstandard.ZstdDecompressor().decompressobj().decompress(bomb) == bytes(3 * 128 * 1024 + 5)
-    assert hashlib.sha256(bomb).hexdigest()  # small and deterministic
+    assert len(bomb) < 64  # three RLE blocks: a few bytes expand to 384 KiB

@@ -322,9 +322,24 @@ def test_storage_entries_are_validated_by_their_backend() -> None:
     data["storage"]["offsite"] = {"type": "s3", "bucket": "bucket"}
     policy = parse_policy(data)
     assert policy.model_dump()["storage"]["offsite"]["bucket"] == "bucket"  # dumped as its own model
+
+
+def test_validating_an_s3_entry_does_not_import_the_s3_client() -> None:
+    """aioboto3 costs ~0.2 s and tens of MB: only a process that opens an S3 storage may import it."""
+    import subprocess
     import sys
 
-    assert "aioboto3" not in sys.modules or "dbguardian.storage.s3.storage" in sys.modules
+    script = (
+        "import sys\n"
+        "from dbguardian.policy import parse_policy\n"
+        "parse_policy({'version': 1, 'state_dir': '/var/lib/x',\n"
+        "              'storage': {'offsite': {'type': 's3', 'bucket': 'bucket'}},\n"
+        "              'targets': {'app': {'dsn': 'postgresql://u@h:5432/app', 'storage': ['offsite']}}})\n"
+        "print(sorted(name for name in sys.modules if name.startswith(('aioboto3', 'aiobotocore', 'botocore'))))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
 
 
 def test_compression_level_defaults_without_mutation() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 
 import pytest
 import stamina
@@ -10,6 +11,13 @@ import stamina
 from dbguardian.errors import StorageError, TransientStorageError
 from dbguardian.storage import retry
 from dbguardian.storage.retry import RetryPolicy
+
+
+@pytest.fixture(autouse=True)
+def no_retry_waits() -> Iterator[None]:
+    """Retries happen as configured, without their waits (stamina's test mode, attempts capped by the config)."""
+    with stamina.set_testing(True, attempts=1000, cap=True):
+        yield
 
 
 class Flaky:
