@@ -59,6 +59,14 @@ def target_prefix(target: str) -> str:
     return f"{target}/"
 
 
+def backup_id_prefix(target: str, start: str) -> str:
+    """Every backup folder whose id starts with ``start`` (ids start with their year's digits; ``wal/``
+    and other reserved names start with a letter, so a listing of this prefix never walks them)."""
+    if not start or not start[0].isdigit():
+        raise ValueError(f"backup ids start with a digit, not {start!r}")
+    return f"{target}/{start}"
+
+
 def backup_prefix(target: str, backup_id: str) -> str:
     """The folder of one backup (every object of it, manifest included)."""
     return f"{target}/{backup_id}/"

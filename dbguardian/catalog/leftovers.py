@@ -17,8 +17,6 @@ from dbguardian.storage.base import ObjectInfo, Storage
 
 log = get_logger("dbguardian.catalog")
 
-_PARALLEL_LISTS = 8
-
 
 def find_leftovers(objects: Iterable[ObjectInfo], now: datetime, grace: timedelta) -> list[str]:
     """Keys of objects in backup folders without a manifest, untouched for longer than ``grace``.
@@ -47,21 +45,17 @@ def find_leftovers(objects: Iterable[ObjectInfo], now: datetime, grace: timedelt
 
 
 async def backup_folder_objects(storage: Storage, target: str) -> list[ObjectInfo]:
-    """Every object in the target's backup folders, without walking its WAL when the store can avoid it."""
+    """Every object in the target's backup folders, without walking its WAL when the store can avoid it.
+
+    With delimiter listing: one listing of the folders, then one recursive listing per distinct first
+    character of the ids (backup ids start with their year, so usually one), never one per backup.
+    """
     prefix = keys.target_prefix(target)
     if not storage.capabilities.delimiter_listing:
         return [info for info in await storage.list(prefix) if keys.parse_backup_key(info.key) is not None]
-    ids = await backup_ids(storage, target)
-    limit = asyncio.Semaphore(_PARALLEL_LISTS)
-
-    async def folder(backup_id: str) -> list[ObjectInfo]:
-        async with limit:
-            return await storage.list(keys.backup_prefix(target, backup_id))
-
-    found: list[ObjectInfo] = []
-    for infos in await asyncio.gather(*(folder(backup_id) for backup_id in ids)):
-        found.extend(infos)
-    return found
+    starts = sorted({backup_id[0] for backup_id in await backup_ids(storage, target)})
+    listings = await asyncio.gather(*(storage.list(keys.backup_id_prefix(target, start)) for start in starts))
+    return [info for infos in listings for info in infos if keys.parse_backup_key(info.key) is not None]
 
 
 async def remove_leftovers(storage: Storage, target: str, now: datetime, grace: timedelta) -> list[str]:

@@ -36,7 +36,7 @@ from dbguardian.catalog.manifest import (
     encode_manifest,
     parse_manifest,
 )
-from dbguardian.errors import BackupNotFound, ObjectNotFound, StorageError
+from dbguardian.errors import BackupNotFound, ObjectExists, ObjectNotFound, StorageError
 from dbguardian.logs import get_logger
 from dbguardian.storage.base import Storage
 
@@ -218,8 +218,24 @@ async def manifests_on(storage: Storage, target: str | None = None) -> list[AnyM
 
 
 async def commit_manifest(storage: Storage, manifest: BaseManifest) -> None:
-    """Write the manifest last: from now on the backup exists on ``storage``."""
-    await storage.put_bytes(keys.manifest_key(manifest.target, manifest.id), encode_manifest(manifest))
+    """Write the manifest last: from now on the backup exists on ``storage``.
+
+    Where the storage can create an object only if it is absent, a committed manifest is never
+    replaced: finding one already there is fine only if it is byte for byte ours (a retried request
+    whose first reply was lost), anything else is refused.
+    """
+    key = keys.manifest_key(manifest.target, manifest.id)
+    data = encode_manifest(manifest)
+    if not storage.capabilities.conditional_put:
+        await storage.put_bytes(key, data)
+        return
+    try:
+        await storage.put_bytes(key, data, if_absent=True)
+    except ObjectExists:
+        if await storage.get_bytes(key) != data:
+            raise StorageError(
+                f"{storage.name}:{key}: another manifest already holds this backup id; refusing to replace it"
+            ) from None
 
 
 class Catalog:

@@ -284,7 +284,10 @@ async def test_leftovers_never_touch_wal(delimiter: bool) -> None:
     assert removed == [keys.dump_key("app", IDS["pending"], ".zst")]
     # The folder with a newer-format manifest is committed (by a newer version), not a leftover.
     assert await storage.get_bytes(WAL_SEGMENT) == b"wal"
-    assert "app/" not in storage.spy.lists if delimiter else storage.spy.lists == ["app/"]
+    if delimiter:  # every backup id starts with "2": one listing of "app/2", never of "app/" or one per folder
+        assert storage.spy.lists == ["app/2"]
+    else:
+        assert storage.spy.lists == ["app/"]
     objects = [info(WAL_SEGMENT, timedelta(days=30)), info("app/wal/00000001/x", timedelta(days=30))]
     assert find_leftovers(objects, NOW, timedelta(hours=1)) == []
 
@@ -299,3 +302,15 @@ async def test_the_latest_logical_backup_is_found_when_a_physical_one_is_newer()
     assert (await catalog.logical("app")).id == IDS["old"]  # what restore and drills take
     with pytest.raises(BackupNotFound, match="is a physical backup, not a pg_dump one"):
         await catalog.logical("app", IDS["new"])
+
+
+@synchronous
+async def test_a_committed_manifest_is_never_replaced_where_the_store_can_refuse() -> None:
+    storage = MemoryStorage("local")  # declares conditional put
+    manifest = logical_manifest(IDS["old"])
+    await store(storage, manifest)
+    await commit_manifest(storage, manifest)  # the same bytes again (a retried request): fine
+    other = manifest.model_copy(update={"tier": "weekly"})
+    with pytest.raises(StorageError, match="another manifest already holds this backup id"):
+        await commit_manifest(storage, other)
+    assert (await Catalog([storage]).by_id("app", IDS["old"])).tier == "daily"

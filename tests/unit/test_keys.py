@@ -55,3 +55,10 @@ def test_folder_names_from_either_form_of_list_dirs() -> None:
     assert keys.folder_name("app/", BACKUP_ID) == BACKUP_ID
     assert keys.folder_name("app/", f"app/{BACKUP_ID}/") == BACKUP_ID
     assert keys.folder_name("", "app/") == "app"
+
+
+def test_the_backup_id_prefix_never_reaches_reserved_names() -> None:
+    assert keys.backup_id_prefix("app", "2") == "app/2"
+    for start in ("w", "", "_"):
+        with pytest.raises(ValueError, match="backup ids start with a digit"):
+            keys.backup_id_prefix("app", start)
