@@ -6,6 +6,8 @@ import secrets
 import socket
 from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
+from typing import Any
 
 from dbguardian.catalog import keys
 from dbguardian.catalog.service import AnyBackup, Backup, Catalog, latest, newest_by_tier
@@ -37,10 +39,14 @@ async def _probe(storage: Storage) -> None:
         await storage.delete(key)
 
 
-async def _database_failures(policy: Policy, target: str) -> tuple[int, str | None]:
-    """Try to connect; keep the count of consecutive failures in state_dir."""
-    path = policy.state_dir / "health" / f"{target}.json"
-    state = read_json(path) or {}
+def _state_path(policy: Policy, target: str) -> Path:
+    """The target's health state: consecutive database failures and integrity re-reads. One file per
+    target, read once and written once per run (health runs of different targets never share a file)."""
+    return policy.state_dir / "health" / f"{target}.json"
+
+
+async def _database_failures(policy: Policy, target: str, state: dict[str, Any]) -> tuple[int, str | None]:
+    """Try to connect; count consecutive failures in ``state``."""
     try:
         async with connected(connection_info(policy.targets[target])) as connection:
             await connection.fetchval("SELECT 1")
@@ -48,7 +54,6 @@ async def _database_failures(policy: Policy, target: str) -> tuple[int, str | No
     except DbguardianError as failure:
         failures, error = int(state.get("db_failures", 0)) + 1, str(failure)
     state.update({"db_failures": failures, "db_error": error})
-    write_json(path, state)
     return failures, error
 
 
@@ -64,12 +69,12 @@ async def _reread(storage: Storage, record: AnyBackup) -> str | None:
 
 
 async def _integrity(
-    policy: Policy,
     target: str,
     storages: Sequence[Storage],
     per_storage: dict[str, list[AnyBackup]],
     now: datetime,
     rules: IntegrityRules,
+    state: dict[str, Any],
 ) -> tuple[dict[str, str], list[str]]:
     """Re-read the newest backup on each storage, within the policy's budget (``health.integrity``).
 
@@ -77,22 +82,18 @@ async def _integrity(
     run reads per storage) is not read here at all — the verify job checks it — and that is logged
     once per backup and storage. Returns the problems per storage and what was checked.
     """
-    verified_path = policy.state_dir / "health" / "verified.json"
-    verified: dict[str, str] = read_json(verified_path) or {}
-    state_path = policy.state_dir / "health" / f"{target}.json"
-    state = read_json(state_path) or {}
+    verified: dict[str, str] = dict(state.get("integrity_verified", {}))  # "storage:backup id" -> when
     told_too_big = set(state.get("integrity_too_big", []))
     too_big: list[str] = []
     errors: dict[str, str] = {}
     checked: list[str] = []
-    mine = f":{target}/"  # verified.json is shared by every target; each prunes its own entries
     for storage in storages:
         storage_name = storage.name
         try:
             newest = latest(per_storage.get(storage_name, []), target)
         except BackupNotFound:
             continue
-        key = f"{storage_name}:{target}/{newest.id}"
+        key = f"{storage_name}:{newest.id}"
         size = sum(stored.size_bytes for stored in newest.manifest.objects.values())
         if size > rules.max_bytes:
             too_big.append(key)
@@ -110,12 +111,9 @@ async def _integrity(
             verified[key] = now.isoformat()
         else:
             errors[storage_name] = problem
-    write_json(
-        verified_path,
-        {k: v for k, v in verified.items() if mine not in k or now - datetime.fromisoformat(v) < rules.every},
-    )
-    if set(too_big) != told_too_big:
-        write_json(state_path, {**state, "integrity_too_big": sorted(too_big)})
+    # Only entries still within ``every`` matter; older ones (and deleted backups) drop out.
+    state["integrity_verified"] = {k: v for k, v in verified.items() if now - datetime.fromisoformat(v) < rules.every}
+    state["integrity_too_big"] = sorted(too_big)
     return errors, checked
 
 
@@ -147,10 +145,12 @@ async def gather(
             merged = records.setdefault(record.id, Backup(record.manifest))
             merged.storages.append(storage.name)
 
+    state_path = _state_path(policy, target_name)
+    state: dict[str, Any] = read_json(state_path) or {}
     rules = policy.health_rules(target_name).integrity
-    integrity_errors, checked = await _integrity(policy, target_name, storages, per_storage, now, rules)
-
-    db_failures, db_error = await _database_failures(policy, target_name)
+    integrity_errors, checked = await _integrity(target_name, storages, per_storage, now, rules, state)
+    db_failures, db_error = await _database_failures(policy, target_name, state)
+    write_json(state_path, state)
 
     specs = [spec for spec in specs if spec.target == target_name]
     missed = [] if running else [

@@ -164,7 +164,7 @@ def test_check_command_exit_codes_and_pings(
 
     dump = next(backup_dir(policy).rglob("dump.pgc.zst"))
     dump.write_bytes(dump.read_bytes()[:-10] + b"0123456789")
-    (tmp_path / "state" / "health" / "verified.json").unlink()
+    (tmp_path / "state" / "health" / "app.json").unlink()  # forget the last re-read
     result = run_cli(policy, "check", "app")
     assert result.returncode == 1
     assert "FAIL app          integrity" in result.stdout and "dump.pgc.zst" in result.stdout
