@@ -1,5 +1,5 @@
-"""The daemon's job table on APScheduler: scheduled jobs fire into the runner; the rows feed
-``/metrics`` (next runs), sd_notify's STATUS and ``dbguardian plan``'s daemon-side twin.
+"""The daemon's job table on APScheduler: scheduled jobs fire into the runner; its rows feed
+``/metrics`` (next runs) and sd_notify's STATUS.
 
 ``install`` makes the scheduler's table equal a new list of specs synchronously (no await between
 removing and adding), so a reload swaps the whole table in one step.
@@ -36,10 +36,6 @@ class JobTable:
             },
         )
         self.scheduler.add_listener(self._on_missed, EVENT_JOB_MISSED)
-
-    @property
-    def specs(self) -> dict[str, JobSpec]:
-        return self.runner.specs
 
     def install(self, policy: Policy, specs: list[JobSpec], now: datetime) -> None:
         """Make the table equal ``specs`` and hand policy and table to the runner, in one step."""

@@ -1,7 +1,8 @@
-"""The daemon's job table as pure data: policy → job specs, their next runs, and catch-up decisions.
+"""Job specs as pure data: a spec's trigger and next runs, and catch-up decisions.
 
 Nothing here sleeps or reads a clock: ``now`` is always passed in, so every function is
-table-tested. The daemon turns the specs into APScheduler jobs.
+table-tested. Each job kind derives its specs from the policy (``jobs/registry.job_specs``); the
+daemon's ``jobtable`` turns scheduled ones into APScheduler jobs.
 """
 
 from __future__ import annotations

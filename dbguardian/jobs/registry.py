@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 from dbguardian.jobs import backup, drill, health, prune, verify
 from dbguardian.jobs.outcome import JobKind
@@ -15,13 +15,8 @@ from dbguardian.schedule import JobSpec
 KINDS: Mapping[str, JobKind] = {module.KIND.name: module.KIND for module in (backup, prune, health, drill, verify)}
 
 
-def job_specs(policy: Policy, kinds: Iterable[JobKind] | None = None) -> list[JobSpec]:
+def job_specs(policy: Policy) -> list[JobSpec]:
     """Every job the policy asks for, sorted by id: a backup job per target and schedule tier; per
     target a health job, a restore drill (unless disabled) and a verify job (if configured); and the
     jobs of any other registered kind."""
-    chosen = KINDS.values() if kinds is None else kinds
-    return sorted((spec for kind in chosen for spec in kind.specs(policy)), key=lambda spec: spec.id)
-
-
-def kind_of(spec: JobSpec, kinds: Mapping[str, JobKind] = KINDS) -> JobKind:
-    return kinds[spec.kind]
+    return sorted((spec for kind in KINDS.values() for spec in kind.specs(policy)), key=lambda spec: spec.id)

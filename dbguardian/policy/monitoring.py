@@ -51,6 +51,9 @@ class IntegrityRules(StrictModel):
     max_bytes: int
 
 
+INTEGRITY_DEFAULTS = IntegrityRules(every=timedelta(hours=24), max_bytes=1024**3)
+
+
 class HealthRules(StrictModel):
     """Effective thresholds for one target."""
 
@@ -62,7 +65,7 @@ class HealthRules(StrictModel):
     min_count: int
     db_failures: int
     renotify: timedelta
-    integrity: IntegrityRules = IntegrityRules(every=timedelta(hours=24), max_bytes=1024**3)
+    integrity: IntegrityRules = INTEGRITY_DEFAULTS
 
 
 HEALTH_DEFAULTS = HealthRules(
@@ -74,7 +77,7 @@ HEALTH_DEFAULTS = HealthRules(
     min_count=2,
     db_failures=2,
     renotify=timedelta(hours=24),
-    integrity=IntegrityRules(every=timedelta(hours=24), max_bytes=1024**3),
+    integrity=INTEGRITY_DEFAULTS,
 )
 
 

@@ -348,3 +348,14 @@ def test_compression_level_defaults_without_mutation() -> None:
     assert CompressionConfig().level == 3 and CompressionConfig(algorithm="gzip").effective_level == 6
     assert CompressionConfig(algorithm="none").level == 0
     assert CompressionConfig(algorithm="zstd", level=19).effective_level == 19
+
+
+def test_the_storage_registry_the_policy_finds_by_name_is_there() -> None:
+    """policy/storage.py imports the registry by name (the one upward import, invisible to import-linter):
+    a rename must fail here, not at the first policy load in production."""
+    import importlib
+
+    from dbguardian.policy.storage import REGISTRY_MODULE
+
+    registry = importlib.import_module(REGISTRY_MODULE)
+    assert set(registry.config_models()) == {"local", "s3"}
