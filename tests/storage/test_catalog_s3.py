@@ -4,33 +4,20 @@ stored under ``<target>/wal/`` is never walked by listing, selection or leftover
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from dbguardian.catalog import keys
 from dbguardian.catalog.leftovers import remove_leftovers
-from dbguardian.catalog.manifest import LogicalManifest, StoredObject
-from dbguardian.catalog.service import Catalog, commit_manifest
+from dbguardian.catalog.service import Catalog
 from dbguardian.storage.s3.storage import S3Storage
 from tests.storage.conftest import S3Factory
+from tests.support.backups import put_backup
 from tests.support.storage_spy import SpyStorage
 
-FIXTURE = Path(__file__).parents[1] / "fixtures/layout-v1/app/20261129T233345.263703Z-6b8c/manifest.json"
 
-
-async def put_backup(storage: S3Storage, started: datetime, entropy: str, *, commit: bool = True) -> str:
+async def put_s3_backup(storage: S3Storage, started: datetime, entropy: str, *, commit: bool = True) -> str:
     backup_id = keys.new_backup_id(started, entropy)
-    data = b"dump " + entropy.encode()
-    stored = StoredObject(key=keys.dump_key("app", backup_id, ".zst"), size_bytes=len(data),
-                          sha256=hashlib.sha256(data).hexdigest(), raw_size_bytes=len(data))  # fmt: skip
-    await storage.put_bytes(stored.key, data)
-    if commit:
-        manifest = LogicalManifest.model_validate_json(FIXTURE.read_bytes()).model_copy(
-            update={"id": backup_id, "format": 2, "started_at": started, "finished_at": started,
-                    "objects": {"dump": stored}, "storage": [storage.name]}
-        )  # fmt: skip
-        await commit_manifest(storage, manifest)
+    await put_backup(storage, backup_id, b"dump " + entropy.encode(), commit=commit)
     return backup_id
 
 
@@ -39,9 +26,9 @@ def test_listing_and_leftovers_never_walk_wal(make_s3: S3Factory) -> None:
     now = datetime.now(UTC)
 
     async def scenario() -> None:
-        older = await put_backup(s3, now - timedelta(days=2), "0001")
-        newer = await put_backup(s3, now - timedelta(days=1), "0002")
-        pending = await put_backup(s3, now - timedelta(days=1, hours=1), "0003", commit=False)
+        older = await put_s3_backup(s3, now - timedelta(days=2), "0001")
+        newer = await put_s3_backup(s3, now - timedelta(days=1), "0002")
+        pending = await put_s3_backup(s3, now - timedelta(days=1, hours=1), "0003", commit=False)
         segments = [f"{n:08X}{0:08X}{n:08X}" for n in range(1, 4)]
         for segment in segments:
             await s3.put_bytes(keys.wal_key("app", segment, ".zst"), b"wal")

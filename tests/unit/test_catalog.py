@@ -6,7 +6,6 @@ import functools
 import json
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -37,6 +36,7 @@ from dbguardian.catalog.manifest import encode_manifest
 from dbguardian.errors import BackupNotFound, StorageError
 from dbguardian.storage.base import ObjectInfo
 from dbguardian.storage.memory import MemoryStorage
+from tests.support.backups import LAYOUT_V1_MANIFEST
 from tests.support.storage_spy import SpyStorage
 
 moments = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(UTC))
@@ -116,14 +116,11 @@ def synchronous(test: Callable[..., Coroutine[object, object, None]]) -> Callabl
     return run
 
 
-FIXTURE_MANIFEST = (
-    Path(__file__).parents[1] / "fixtures" / "layout-v1" / "app" / "20261129T233345.263703Z-6b8c" / "manifest.json"
-)
 WAL_SEGMENT = "app/wal/00000001/000000010000000000000001.zst"
 
 
 def logical_manifest(backup_id: str, tier: str = "daily", target: str = "app") -> LogicalManifest:
-    old = LogicalManifest.model_validate_json(FIXTURE_MANIFEST.read_bytes())
+    old = LogicalManifest.model_validate_json(LAYOUT_V1_MANIFEST.read_bytes())
     started = parse_backup_id(backup_id)
     dump = old.objects["dump"].model_copy(update={"key": keys.dump_key(target, backup_id, ".zst")})
     return old.model_copy(

@@ -5,23 +5,20 @@ is re-read at most once per ``every``."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from structlog.testing import capture_logs
 
 from dbguardian.catalog import keys
-from dbguardian.catalog.manifest import LogicalManifest, StoredObject
-from dbguardian.catalog.service import commit_manifest
 from dbguardian.health import TargetFacts
 from dbguardian.jobs.health import gather
 from dbguardian.policy import Policy, parse_policy
 from dbguardian.storage.memory import MemoryStorage
+from tests.support.backups import put_backup
 from tests.support.storage_spy import SpyStorage
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
-FIXTURE = Path(__file__).parents[1] / "fixtures/layout-v1/app/20261129T233345.263703Z-6b8c/manifest.json"
 
 
 def policy(tmp_path: Path, max_bytes: int) -> Policy:
@@ -36,18 +33,10 @@ def policy(tmp_path: Path, max_bytes: int) -> Policy:
     })  # fmt: skip
 
 
-async def put_backup(storage: MemoryStorage, hours_ago: float, size: int, entropy: str) -> str:
+async def put_sized_backup(storage: MemoryStorage, hours_ago: float, size: int, entropy: str) -> str:
     backup_id = keys.new_backup_id(NOW - timedelta(hours=hours_ago), entropy)
     data = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
-    stored = StoredObject(key=keys.dump_key("app", backup_id, ".zst"), size_bytes=size,
-                          sha256=hashlib.sha256(data).hexdigest(), raw_size_bytes=size)  # fmt: skip
-    await storage.put_bytes(stored.key, data)
-    started = keys.parse_backup_id(backup_id)
-    manifest = LogicalManifest.model_validate_json(FIXTURE.read_bytes()).model_copy(
-        update={"id": backup_id, "format": 2, "started_at": started, "finished_at": started, "objects": {"dump": stored},
-                "size_bytes": size, "storage": [storage.name]}
-    )  # fmt: skip
-    await commit_manifest(storage, manifest)
+    await put_backup(storage, backup_id, data, size_bytes=size)
     return backup_id
 
 
@@ -57,9 +46,9 @@ def run(config: Policy, storages: list[SpyStorage], now: datetime) -> TargetFact
 
 def test_a_backup_bigger_than_max_bytes_is_not_downloaded(tmp_path: Path) -> None:
     local, offsite = MemoryStorage("local"), MemoryStorage("offsite")
-    big = asyncio.run(put_backup(local, 2, 5000, "0001"))
-    small = asyncio.run(put_backup(offsite, 3, 800, "0002"))
-    asyncio.run(put_backup(offsite, 30, 900, "0003"))  # older: never the one re-read
+    big = asyncio.run(put_sized_backup(local, 2, 5000, "0001"))
+    small = asyncio.run(put_sized_backup(offsite, 3, 800, "0002"))
+    asyncio.run(put_sized_backup(offsite, 30, 900, "0003"))  # older: never the one re-read
     config = policy(tmp_path, max_bytes=1000)
     spies = [SpyStorage(local), SpyStorage(offsite)]
 
@@ -86,7 +75,7 @@ def test_a_backup_bigger_than_max_bytes_is_not_downloaded(tmp_path: Path) -> Non
 
 def test_a_corrupt_object_within_budget_is_reported(tmp_path: Path) -> None:
     local = MemoryStorage("local")
-    backup_id = asyncio.run(put_backup(local, 1, 600, "0004"))
+    backup_id = asyncio.run(put_sized_backup(local, 1, 600, "0004"))
     key = keys.dump_key("app", backup_id, ".zst")
     local.objects[key] = (b"y" * 600, local.objects[key][1])
     facts = run(policy(tmp_path, max_bytes=1000), [SpyStorage(local), SpyStorage(MemoryStorage("offsite"))], NOW)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,8 +20,8 @@ from dbguardian.catalog.manifest import (
     lsn_value,
     parse_manifest,
 )
+from tests.support.backups import LAYOUT_V1_MANIFEST
 
-FIXTURE = Path(__file__).parents[1] / "fixtures" / "layout-v1" / "app" / "20261129T233345.263703Z-6b8c" / "manifest.json"
 BACKUP_ID = "20261122T020000.000001Z-3fa1"
 SHA = "a" * 64
 
@@ -66,7 +65,7 @@ def physical(**changes: Any) -> dict[str, Any]:
 
 
 def logical(**changes: Any) -> dict[str, Any]:
-    fields: dict[str, Any] = json.loads(FIXTURE.read_text())
+    fields: dict[str, Any] = json.loads(LAYOUT_V1_MANIFEST.read_text())
     fields.update(changes)
     return fields
 
@@ -76,7 +75,7 @@ def encoded(fields: dict[str, Any]) -> bytes:
 
 
 def test_todays_manifest_reads_as_logical() -> None:
-    manifest = parse_manifest(FIXTURE.read_bytes())
+    manifest = parse_manifest(LAYOUT_V1_MANIFEST.read_bytes())
     assert isinstance(manifest, LogicalManifest)
     assert (manifest.format, manifest.kind) == (1, "logical")
     assert manifest.compression == Compression(algorithm="zstd", level=3)
@@ -88,8 +87,8 @@ def test_todays_manifest_reads_as_logical() -> None:
 
 
 def test_new_logical_manifest_is_written_as_format_2_with_its_kind_and_the_old_json_shapes() -> None:
-    old = json.loads(FIXTURE.read_text())
-    manifest = parse_manifest(FIXTURE.read_bytes())
+    old = json.loads(LAYOUT_V1_MANIFEST.read_text())
+    manifest = parse_manifest(LAYOUT_V1_MANIFEST.read_bytes())
     assert isinstance(manifest, LogicalManifest)
     current = LogicalManifest.model_validate({**manifest.model_dump(), "format": MANIFEST_FORMAT})
     written = json.loads(encode_manifest(current))
