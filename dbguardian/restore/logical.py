@@ -104,7 +104,8 @@ async def restore(
             spool_dir = policy.state_dir / "tmp" if jobs > 1 else None
             async with archive(located, identity=identity, spool_dir=spool_dir, progress=progress) as source:
                 mode = await run_pg_restore(pg_restore.path, staging.info, source, jobs=jobs, no_owner=no_owner)
-            progress.finish()
+            if spool_dir is None:
+                progress.finish()
             async with connected(staging.info) as connection:
                 verdict = await verify_counts(connection, manifest)
             verdict.raise_for_mismatch()

@@ -29,7 +29,8 @@ async def archive(
     progress: Progress | None = None,
 ) -> AsyncIterator[Archive]:
     """The backup's dump archive, verified, decrypted, decompressed: a stream, or (``spool_dir`` given)
-    a file there, fully read and checked before it is yielded and removed on exit."""
+    a file there, fully read and checked before it is yielded and removed on exit. ``progress`` counts
+    the stored bytes read; it is finished here once the spool is complete, else by the caller."""
     manifest = located.record.manifest
     dump = manifest.objects["dump"]
     options = read_options(manifest, identity)
@@ -40,6 +41,8 @@ async def archive(
     async with spooled_archive(
         located.storage, dump, **options, spool_dir=spool_dir, prefix=prefix, progress=progress
     ) as path:
+        if progress is not None:
+            progress.finish()  # the download is done; pg_restore's own time is not part of it
         yield path
 
 
