@@ -155,16 +155,13 @@ def test_sighup_swaps_table_when_valid_and_keeps_it_when_not(
     daemons.append(daemon)
     daemon.wait_ready()
 
-    def jobs() -> set[str]:
-        return scheduled_jobs(daemon)
-
-    assert jobs() == {"backup:app:nightly", "health:app", "drill:app"}
+    assert scheduled_jobs(daemon) == {"backup:app:nightly", "health:app", "drill:app"}
 
     data = yaml.safe_load(policy.read_text())
     data["targets"]["app"]["schedules"] = {"fast": {"every": "1s", "keep": 2}}
     policy.write_text(yaml.safe_dump(data))
     daemon.process.send_signal(signal.SIGHUP)
-    daemon.wait_for("new job table", lambda: jobs() == {"backup:app:fast", "health:app", "drill:app"})
+    daemon.wait_for("new job table", lambda: scheduled_jobs(daemon) == {"backup:app:fast", "health:app", "drill:app"})
     assert daemon.metric("dbguardian_policy_reloads_total", result="success") == 1
     assert "RELOADING=1" in notify.lines()
     daemon.wait_for("a backup from the new job", lambda: "fast" in tiers(policy))
@@ -180,7 +177,7 @@ def test_sighup_swaps_table_when_valid_and_keeps_it_when_not(
         "targets.app.schedules.broken.cron: expected 5 fields (minute hour day month weekday), got 4",
     ]
     assert daemon.metric("dbguardian_policy_last_reload_successful") == 0
-    assert jobs() == {"backup:app:fast", "health:app", "drill:app"}
+    assert scheduled_jobs(daemon) == {"backup:app:fast", "health:app", "drill:app"}
 
     def successes() -> float:
         return daemon.metric("dbguardian_backup_runs_total", target="app", tier="fast", result="success") or 0
@@ -280,10 +277,7 @@ def test_reload_is_all_or_nothing_when_a_secret_file_is_unreadable(
     daemons.append(daemon)
     daemon.wait_ready()
 
-    def jobs() -> set[str]:
-        return scheduled_jobs(daemon)
-
-    assert jobs() == {"backup:app:nightly", "health:app", "drill:app"}
+    assert scheduled_jobs(daemon) == {"backup:app:nightly", "health:app", "drill:app"}
     data = yaml.safe_load(policy.read_text())
     data["targets"]["app"]["schedules"] = {"hourly": {"cron": "0 * * * *"}}
     data["alerts"]["slack"]["webhook_url_file"] = str(tmp_path / "missing" / "slack.url")
@@ -294,7 +288,7 @@ def test_reload_is_all_or_nothing_when_a_secret_file_is_unreadable(
     assert daemon.metric("dbguardian_policy_last_reload_successful") == 0
     problems = [entry["problem"] for entry in daemon.events("policy reload rejected; keeping the running policy")]
     assert len(problems) == 1 and "slack.url" in problems[0]
-    assert jobs() == {"backup:app:nightly", "health:app", "drill:app"}  # the old table, untouched
+    assert scheduled_jobs(daemon) == {"backup:app:nightly", "health:app", "drill:app"}  # the old table, untouched
     # The policy_reload alert goes out through the channel of the policy still running.
     posts = daemon.wait_for("the policy_reload alert", lambda: http.posts("/slack/T000/B000/reload-token"))
     assert "policy_reload" in json.dumps(posts[0])
