@@ -1,6 +1,9 @@
 """The ``dbguardian`` command line: one module per command, each thin glue over the library.
 
 Exit codes: 0 ok, 1 the operation failed, 2 bad usage or bad policy.
+
+This module imports only click and leaf modules: the policy models and the logging setup are loaded
+when a command needs them, so `wal-push` (run by PostgreSQL once per WAL segment) starts fast.
 """
 
 from __future__ import annotations
@@ -12,10 +15,12 @@ from pathlib import Path
 
 import click
 
-from dbguardian import __version__, logs
-from dbguardian.cli.common import fail
+from dbguardian import __version__
 from dbguardian.errors import DbguardianError
-from dbguardian.policy import DEFAULT_POLICY_PATH
+
+# Same as dbguardian.policy.DEFAULT_POLICY_PATH (a unit test checks), not imported from there: the
+# policy package pulls in pydantic, which commands without a policy should not pay for.
+DEFAULT_POLICY_PATH = Path("/etc/dbguardian/policy.yaml")
 
 # Command name -> module (each defines ``command``). Loaded on first use, so `dbguardian backup`
 # does not pay for importing the daemon, the alert channels or the S3 client.
@@ -32,7 +37,11 @@ COMMANDS = {
     "run": "run",
     "plan": "plan",
     "demo": "demo",
+    "wal-push": "wal_push",
 }
+
+# Commands that need no logging setup (they print one line on failure and exit).
+WITHOUT_LOGGING = {"wal-push"}
 
 
 class _Group(click.Group):
@@ -51,6 +60,8 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except DbguardianError as error:
+            from dbguardian.cli.common import fail
+
             fail(error)
             raise AssertionError("unreachable") from None
 
@@ -70,7 +81,10 @@ class _Group(click.Group):
 @click.pass_context
 def cli(ctx: click.Context, policy_path: Path, log_level: str, log_format: str) -> None:
     """dbguardian keeps PostgreSQL databases recoverable."""
-    logs.configure(log_level, json=None if log_format == "auto" else log_format == "json")
+    if ctx.invoked_subcommand not in WITHOUT_LOGGING:
+        from dbguardian import logs
+
+        logs.configure(log_level, json=None if log_format == "auto" else log_format == "json")
     ctx.obj = {"policy_path": policy_path}
 
 
