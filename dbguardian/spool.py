@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 from pathlib import Path
 from typing import IO
 
@@ -53,7 +52,7 @@ def push(source: Path, spool: Path) -> bool:
                 _check_same(src, final)
                 _fsync_dir(spool)  # the earlier push may have died before its directory fsync
                 return False
-            temp = spool / f".{name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+            temp = spool / f".{name}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
             try:
                 with open_private(temp, "wb", exclusive=True) as out:
                     while chunk := src.read(CHUNK):

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import click
 
-from dbguardian import __version__
 from dbguardian.errors import DbguardianError
 
 # Same as dbguardian.policy.DEFAULT_POLICY_PATH (a unit test checks), not imported from there: the
@@ -44,6 +43,14 @@ COMMANDS = {
 WITHOUT_LOGGING = {"wal-push"}
 
 
+def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        from dbguardian import __version__  # not at import: the version lookup is slow
+
+        click.echo(f"dbguardian {__version__}")
+        ctx.exit()
+
+
 class _Group(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(COMMANDS)
@@ -67,7 +74,14 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, "--version", prog_name="dbguardian", message="%(prog)s %(version)s")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Show the version and exit.",
+)
 @click.option(
     "--policy",
     "policy_path",

@@ -245,3 +245,11 @@ def test_failure_after_the_copy_leaves_no_temp_file_and_no_segment(tmp_path: Pat
     assert code == 1
     assert output.endswith(": Input/output error\n")
     assert list(spool.iterdir()) == []
+
+
+def test_version_option_still_prints_the_package_version() -> None:
+    import dbguardian
+
+    result = CliRunner().invoke(cli, ["--version"])
+    assert (result.exit_code, result.output) == (0, f"dbguardian {dbguardian.__version__}\n")
+    assert dbguardian.__version__ not in ("", "0.0.0")
