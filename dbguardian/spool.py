@@ -47,7 +47,7 @@ def push(source: Path, spool: Path) -> bool:
     final = spool / name
     try:
         with open(source, "rb") as src:
-            private_dirs(spool)
+            _make_spool(spool)
             if final.exists():
                 _check_same(src, final)
                 _fsync_dir(spool)  # the earlier push may have died before its directory fsync
@@ -86,6 +86,15 @@ def _check_same(ours: IO[bytes], final: Path) -> None:
                 if not a:
                     return
     raise WalConflict(f"{final.name} is already in the spool with different content; refusing to overwrite WAL ({final})")
+
+
+def _make_spool(spool: Path) -> None:
+    """Create the spool (0700) if missing, with its new directory entries on disk like the files in it."""
+    missing = [directory for directory in (spool, *spool.parents) if not directory.is_dir()]
+    if missing:
+        private_dirs(spool)
+        for directory in missing:
+            _fsync_dir(directory.parent)
 
 
 def _fsync_dir(directory: Path) -> None:
