@@ -31,6 +31,9 @@ PROBE_PREFIX = "_dbguardian/probe/"
 _ID = re.compile(r"^(\d{8}T\d{6})\.(\d{6})Z-([0-9a-f]{4})$")
 _SEGMENT = re.compile(r"^([0-9A-F]{8})([0-9A-F]{16})(\.partial|\.[0-9A-F]{8}\.backup)?$")
 _HISTORY = re.compile(r"^([0-9A-F]{8})\.history$")
+_WAL_OBJECT = re.compile(
+    r"^([0-9A-F]{24}(?:\.partial|\.[0-9A-F]{8}\.backup)?|[0-9A-F]{8}\.history)(\.zst|\.gz|)(\.age|\.gpg|)$"
+)
 
 
 def new_backup_id(now: datetime, entropy: str | None = None) -> str:
@@ -136,6 +139,32 @@ def wal_key(target: str, file_name: str, suffix: str = "") -> str:
     if not match:
         raise ValueError(f"{file_name!r} is not a WAL file name")
     return f"{wal_prefix(target, int(match.group(1), 16))}{file_name}{suffix}"
+
+
+@dataclass(frozen=True)
+class WalObjectKey:
+    """A key in the WAL namespace, split into its parts."""
+
+    target: str
+    timeline: int
+    file_name: str
+    suffix: str
+
+
+def parse_wal_key(key: str) -> WalObjectKey | None:
+    """``<target>/wal/<timeline>/<file name><suffix>`` split; None for anything else (stray objects, a file
+    under another timeline's folder, an unknown suffix such as a temporary upload)."""
+    parts = key.split("/")
+    if len(parts) != 4 or not parts[0] or parts[1] != WAL_DIR:
+        return None
+    match = _WAL_OBJECT.match(parts[3])
+    if not match:
+        return None
+    name, suffix = match.group(1), match.group(2) + match.group(3)
+    timeline = int(name[:8], 16)
+    if parts[2] != f"{timeline:08X}":
+        return None
+    return WalObjectKey(parts[0], timeline, name, suffix)
 
 
 def is_wal_key(key: str) -> bool:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dbguardian.catalog import keys
+from dbguardian.catalog.wal import Segment, classify
 
 BACKUP_ID = "20261122T020000.000001Z-3fa1"
 
@@ -62,3 +65,42 @@ def test_the_backup_id_prefix_never_reaches_reserved_names() -> None:
     for start in ("w", "", "_"):
         with pytest.raises(ValueError, match="backup ids start with a digit"):
             keys.backup_id_prefix("app", start)
+
+
+def test_parse_wal_key() -> None:
+    for name in (
+        "000000020000000A000000FE",
+        "00000003.history",
+        "000000010000000000000002.00000028.backup",
+        "000000010000000000000005.partial",
+    ):
+        for suffix in ("", ".zst", ".gz", ".age", ".zst.gpg", ".gz.age"):
+            parsed = keys.parse_wal_key(keys.wal_key("app", name, suffix))
+            assert parsed is not None
+            assert (parsed.target, parsed.file_name, parsed.suffix) == ("app", name, suffix)
+            assert parsed.timeline == int(name[:8], 16)
+    for other in (
+        "app/wal/00000001/x",
+        "app/wal/00000002/000000010000000000000001",  # under another timeline's folder
+        "app/wal/00000001/000000010000000000000001.zst.tmp",
+        "app/wal/00000001/000000010000000000000001.age.zst",
+        "app/wal/000000010000000000000001",
+        "app/wal/00000001/sub/000000010000000000000001",
+        "/wal/00000001/000000010000000000000001",
+        f"app/{BACKUP_ID}/manifest.json",
+    ):
+        assert keys.parse_wal_key(other) is None, other
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.integers(1, 0xFFFFFFFF),
+    st.integers(0, (1 << 40) - 1),
+    st.sampled_from(["", ".partial", ".00000028.backup"]),
+    st.sampled_from(["", ".zst", ".gz.age"]),
+)
+def test_wal_key_round_trip(timeline: int, number: int, kind: str, suffix: str) -> None:
+    name = Segment(timeline, number).name() + kind
+    parsed = keys.parse_wal_key(keys.wal_key("app", name, suffix))
+    assert parsed == keys.WalObjectKey("app", timeline, name, suffix)
+    assert classify(parsed.file_name).timeline == timeline  # the catalog's WAL module reads what keys parsed
