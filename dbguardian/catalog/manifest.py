@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from dbguardian.catalog import keys
+from dbguardian.catalog.wal import parse_lsn
 from dbguardian.errors import OperationError
 from dbguardian.policy.target import SAFETY_TIER as SAFETY_TIER  # the catalog's callers name it here
 
@@ -30,7 +31,6 @@ MANIFEST_FORMAT = 2
 
 Kind = Literal["logical", "physical"]
 
-_LSN = re.compile(r"^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$")
 _ENCODING = re.compile(r"^[A-Za-z0-9_]{1,32}$")
 _LOCALE_FORBIDDEN = re.compile(r"['\"\\;\x00-\x1f\x7f]")
 
@@ -192,13 +192,12 @@ class PhysicalManifest(BaseManifest):
     @field_validator("start_lsn", "stop_lsn")
     @classmethod
     def _lsn(cls, value: str) -> str:
-        if not _LSN.match(value):
-            raise ValueError(f"{value!r} is not an LSN like 16/B374D848")
+        parse_lsn(value)  # raises ValueError naming the expected form
         return value.upper()
 
     @model_validator(mode="after")
     def _range(self) -> PhysicalManifest:
-        if lsn_value(self.stop_lsn) < lsn_value(self.start_lsn):
+        if parse_lsn(self.stop_lsn) < parse_lsn(self.start_lsn):
             raise ValueError(f"stop_lsn {self.stop_lsn} is before start_lsn {self.start_lsn}")
         if self.format < 2:
             raise ValueError("physical backups need manifest format 2 or newer")
@@ -212,12 +211,6 @@ class PhysicalManifest(BaseManifest):
 
 AnyManifest = LogicalManifest | PhysicalManifest
 _ANY: TypeAdapter[AnyManifest] = TypeAdapter(Annotated[AnyManifest, Field(discriminator="kind")])
-
-
-def lsn_value(lsn: str) -> int:
-    """``16/B374D848`` as a 64-bit position."""
-    high, low = lsn.split("/")
-    return (int(high, 16) << 32) | int(low, 16)
 
 
 def newer_format_message(found: int) -> str:

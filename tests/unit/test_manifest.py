@@ -17,9 +17,9 @@ from dbguardian.catalog.manifest import (
     PhysicalManifest,
     UnsupportedManifestFormat,
     encode_manifest,
-    lsn_value,
     parse_manifest,
 )
+from dbguardian.catalog.wal import parse_lsn
 from tests.support.backups import LAYOUT_V1_MANIFEST
 
 BACKUP_ID = "20261122T020000.000001Z-3fa1"
@@ -158,7 +158,7 @@ def test_physical_manifest_is_defined_and_validated() -> None:
     assert manifest.system_identifier == "7441218365236633629"
     assert manifest.consistent_at == datetime(2026, 11, 22, 2, 5, tzinfo=UTC)  # consistent once it finished
     assert parse_manifest(encode_manifest(manifest)) == manifest
-    assert lsn_value("16/B374D848") == 0x16_B374D848
+    assert parse_lsn("16/B374D848") == 0x16_B374D848
 
 
 @pytest.mark.parametrize(
