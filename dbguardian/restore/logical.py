@@ -132,8 +132,11 @@ async def _swap_into_place(staging: ScratchDatabase, into: str, replace: bool) -
     retired = staging_name(into + "_old")
     try:
         if replace:
+            # Only client sessions: an autovacuum worker cannot be signalled by a non-superuser (PostgreSQL
+            # refuses with "must be a superuser"), and RENAME below stops autovacuum workers on its own.
             await admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = $1 AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
                 into,
             )
             await admin.execute(f"ALTER DATABASE {quote_ident(into)} RENAME TO {quote_ident(retired)}")
