@@ -156,6 +156,48 @@ class Metrics:
             "dbguardian_verify_last_result", "1 if every object passed the last verify, 0 if not.", ["target"],
             registry=registry,
         )  # fmt: skip
+        # WAL archiving (point-in-time recovery).
+        self.wal_last_archived = Gauge(
+            "dbguardian_wal_last_archived_timestamp_seconds",
+            "When the newest WAL file on the storage was archived (written there).",
+            ["target", "storage"],
+            registry=registry,
+        )
+        self.wal_segments_shipped = Counter(
+            "dbguardian_wal_segments_shipped_total", "WAL files the shipper wrote to the storage.", ["target", "storage"],
+            registry=registry,
+        )  # fmt: skip
+        self.wal_ship_failures = Counter(
+            "dbguardian_wal_ship_failures_total",
+            "Failed attempts to write a WAL file to the storage (it stays in the spool).",
+            ["target", "storage"],
+            registry=registry,
+        )
+        self.wal_ship_duration = Histogram(
+            "dbguardian_wal_ship_duration_seconds",
+            "Time to ship one WAL file to every storage of its target (read, compress, encrypt, write).",
+            ["target"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120),
+            registry=registry,
+        )
+        self.wal_spool_segments = Gauge(
+            "dbguardian_wal_spool_segments", "WAL files waiting in the spool.", ["target"], registry=registry
+        )
+        self.wal_spool_bytes = Gauge(
+            "dbguardian_wal_spool_bytes", "Bytes of WAL waiting in the spool.", ["target"], registry=registry
+        )
+        self.rpo = Gauge(
+            "dbguardian_rpo_seconds",
+            "Current recovery point: age of the newest WAL archived on every storage of the target.",
+            ["target"],
+            registry=registry,
+        )
+        self.drill_rpo = Gauge(
+            "dbguardian_drill_rpo_seconds",
+            "How far behind the source the data restored by the last PITR drill was (recovery point achieved).",
+            ["target"],
+            registry=registry,
+        )
         self.running = Gauge("dbguardian_jobs_running", "Jobs running now.", ["kind"], registry=registry)
         self.jobs = Gauge("dbguardian_jobs", "Jobs in the job table.", ["kind"], registry=registry)
         registry.register(CleanupFailures())

@@ -51,6 +51,8 @@ class ThrowawayCluster:
     port: int = field(default_factory=free_port)
     bin_dir: Path = field(default_factory=find_server_bin)
     os_user: str | None = None
+    settings: dict[str, str] = field(default_factory=dict)
+    """Extra postgresql.conf lines written at initdb (``name -> value`` as it appears after ``=``)."""
 
     def __post_init__(self) -> None:
         if self.os_user is None and os.geteuid() == 0:
@@ -109,6 +111,7 @@ class ThrowawayCluster:
                     "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
                     "max_connections = 100\nshared_buffers = 128MB\n"
                 )
+                conf.writelines(f"{name} = {value}\n" for name, value in self.settings.items())
         else:
             conf_path = self.data_dir / "postgresql.conf"
             text = conf_path.read_text()
@@ -130,11 +133,12 @@ class ThrowawayCluster:
         )
         return self
 
-    def stop(self, *, strict: bool = False) -> None:
-        """Stop the server (immediate mode). ``strict``: raise if pg_ctl fails instead of ignoring it."""
+    def stop(self, *, strict: bool = False, mode: str = "immediate") -> None:
+        """Stop the server (``immediate`` by default; ``fast`` for a clean shutdown checkpoint).
+        ``strict``: raise if pg_ctl fails instead of ignoring it."""
         if (self.data_dir / "postmaster.pid").exists():
             try:
-                self._run([str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m", "immediate", "-w", "stop"])
+                self._run([str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m", mode, "-w", "stop"])
             except ToolError:
                 if strict:
                     raise

@@ -21,6 +21,7 @@ from dbguardian.throwaway import ThrowawayCluster, short_tempdir
 if TYPE_CHECKING:
     from tests.support.daemon import DaemonProcess
     from tests.support.receivers import HttpReceiver
+    from tests.support.walcluster import WalCluster
 
 BACKUP_ROLE = "backup"
 
@@ -156,3 +157,23 @@ def http() -> Iterator[HttpReceiver]:
     receiver = HttpReceiver()
     yield receiver
     receiver.close()
+
+
+@pytest.fixture(scope="session")
+def wal_template() -> Iterator[Path]:
+    """A stopped, initialised data directory the `wal_cluster` fixture copies (initdb once per session)."""
+    from tests.support.walcluster import make_template
+
+    template = make_template()
+    yield template
+    shutil.rmtree(template.parent, ignore_errors=True)
+
+
+@pytest.fixture
+def wal_cluster(wal_template: Path) -> Iterator[WalCluster]:
+    """A cluster of its own archiving into its spool with basic_archive, holding the sample data in `app`."""
+    from tests.support.walcluster import start_wal_cluster
+
+    cluster = start_wal_cluster(wal_template)
+    yield cluster
+    cluster.stop()

@@ -8,6 +8,7 @@
 - ``codec``: compression and encryption
 - ``monitoring``: health checks, alert channels, pings
 - ``drill``: restore drills and verify jobs
+- ``wal``: continuous WAL archiving (point-in-time recovery)
 - ``settings``: the whole :class:`Policy` (environment overrides, cross-section checks)
 - ``loader``: YAML → Policy with one line per problem
 """
@@ -36,6 +37,7 @@ from dbguardian.policy.settings import DEFAULT_METRICS_PORT, MetricsConfig, Poli
 from dbguardian.policy.storage import StorageConfig, StorageConfigBase
 from dbguardian.policy.target import RetentionConfig, ScheduleConfig, StorageRetentionConfig, TargetConfig
 from dbguardian.policy.trigger import Trigger
+from dbguardian.policy.wal import WalConfig
 
 __all__ = [
     "DEFAULT_HEALTH_CRON",
@@ -70,6 +72,7 @@ __all__ = [
     "TargetConfig",
     "Trigger",
     "VerifyConfig",
+    "WalConfig",
     "WebhookConfig",
     "load_policy",
     "parse_policy",

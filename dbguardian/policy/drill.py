@@ -38,6 +38,9 @@ class DrillConfig(Trigger):
     optional_trigger: ClassVar[bool] = True
 
     enabled: bool = True
+    kind: Literal["logical", "pitr"] | None = None
+    """``logical``: restore the newest pg_dump backup; ``pitr``: a restore point, the newest base backup plus
+    WAL up to it in a throw-away cluster. Unset: ``pitr`` for targets with ``wal:`` and a physical tier."""
     mode: Literal["server", "local_cluster"] = "server"
     dsn: Annotated[str, AfterValidator(validate_dsn)] | None = None
     password_file: Path | None = None

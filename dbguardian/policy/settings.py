@@ -139,6 +139,16 @@ class Policy(BaseSettings):
                         f"the target does not use this storage (it uses: {', '.join(target.storage)})",
                         storage_name,
                     )
+        spools: dict[Path, str] = {}
+        for target_name, target in self.targets.items():
+            if target.wal is None:
+                continue
+            other = spools.setdefault(target.wal.spool, target_name)
+            if other != target_name:
+                # One spool per cluster: the shipper of each target would take the other's WAL.
+                problem(
+                    ("targets", target_name, "wal", "spool"), f"already the spool of target {other!r}", str(target.wal.spool)
+                )
         if problems:
             raise ValidationError.from_exception_data(type(self).__name__, problems)
         return self

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, ClassVar
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import BeforeValidator, Field, SecretStr, field_validator
+from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
 
 from dbguardian.policy.base import NAME_PATTERN, Duration, StrictModel, validate_dsn
 from dbguardian.policy.codec import CompressionConfig, EncryptionConfig
@@ -13,6 +13,7 @@ from dbguardian.policy.drill import DrillConfig, VerifyConfig
 from dbguardian.policy.monitoring import HealthOverrides, PingsConfig
 from dbguardian.policy.secrets import HasSecrets
 from dbguardian.policy.trigger import Trigger
+from dbguardian.policy.wal import WalConfig
 
 MANUAL_TIER = "manual"
 """Tier of backups taken by hand (``dbguardian backup``)."""
@@ -21,10 +22,15 @@ SAFETY_TIER = "safety"
 RESERVED_TIERS = (MANUAL_TIER, SAFETY_TIER)
 
 
+BackupKind = Literal["logical", "physical"]
+
+
 class ScheduleConfig(Trigger):
-    """When a tier runs (a 5-field ``cron`` in the policy's timezone, or ``every``) and how many to keep."""
+    """When a tier runs (a 5-field ``cron`` in the policy's timezone, or ``every``), how many to keep, and
+    what it takes: ``logical`` (pg_dump, the default) or ``physical`` (a base backup; needs ``wal:``)."""
 
     keep: int | None = Field(default=None, ge=1)
+    kind: BackupKind = "logical"
 
 
 class StorageRetentionConfig(StrictModel):
@@ -59,6 +65,8 @@ class TargetConfig(HasSecrets, StrictModel):
     pings: PingsConfig = PingsConfig()
     drill: DrillConfig = DrillConfig()
     verify: VerifyConfig | None = None
+    wal: WalConfig | None = None
+    """Continuous WAL archiving (point-in-time recovery); physical tiers and PITR drills need it."""
 
     @field_validator("dsn")
     @classmethod
@@ -81,3 +89,28 @@ class TargetConfig(HasSecrets, StrictModel):
         if len(set(value)) != len(value):
             raise ValueError("lists a storage twice")
         return value
+
+    @model_validator(mode="after")
+    def _physical_needs_wal(self) -> TargetConfig:
+        # A base backup taken with ``-X none`` is restorable only with the WAL archive beside it.
+        physical = [tier for tier, schedule in self.schedules.items() if schedule.kind == "physical"]
+        if physical and self.wal is None:
+            raise ValueError(f"tier {physical[0]!r} is physical: the target needs a 'wal:' block (its WAL archive)")
+        if self.drill.kind == "pitr" and self.wal is None:
+            raise ValueError("drill.kind 'pitr' needs a 'wal:' block (its WAL archive)")
+        return self
+
+    def physical_tiers(self) -> list[str]:
+        return [tier for tier, schedule in self.schedules.items() if schedule.kind == "physical"]
+
+    def tier_kind(self, tier: str) -> BackupKind:
+        """The kind of backup a tier takes; ``manual`` and ``safety`` are logical unless asked otherwise."""
+        schedule = self.schedules.get(tier)
+        return "logical" if schedule is None else schedule.kind
+
+    @property
+    def drill_kind(self) -> Literal["logical", "pitr"]:
+        """PITR drills by default for targets that archive WAL and take base backups."""
+        if self.drill.kind is not None:
+            return self.drill.kind
+        return "pitr" if self.wal is not None and self.physical_tiers() else "logical"
