@@ -37,9 +37,6 @@ COMMANDS = {
     "plan": "plan",
     "demo": "demo",
     "wal-push": "wal_push",
-    "wal-fetch": "wal_fetch",
-    "wal": "wal",
-    "restore-point": "restore_point",
 }
 
 # Commands that need no logging setup (they print one line on failure and exit).
