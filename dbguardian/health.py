@@ -40,6 +40,17 @@ RUNBOOK = {
     "drill": "Read the drill report (`dbguardian drill history`); restore the backup by hand to see what fails.",
     "verify": "A stored object differs from its manifest: take a new backup and investigate the storage.",
     "policy_reload": "The policy file on disk is invalid; the daemon keeps the old one. Fix it (`dbguardian check-policy`).",
+    # WAL archiving (walhealth.py)
+    "wal_stale": "WAL is not reaching this storage: `dbguardian wal status TARGET`; "
+    "is the daemon's shipper running, the storage reachable?",
+    "wal_backlog": "The spool grows: a storage is down or the shipper is behind (`dbguardian wal status`). "
+    "Never delete spool files by hand.",
+    "archiver_failing": "PostgreSQL cannot archive into the spool: read the server log (archive_library / "
+    "archive_command), check the spool's free space and permissions.",
+    "wal_gap": "A WAL segment is missing from the archive: recovery cannot pass it. "
+    "Take a base backup now (`dbguardian backup TARGET --physical`).",
+    "base_stale": "No recent base backup: check the physical tier's runs (`dbguardian plan`, daemon log); "
+    "`dbguardian backup TARGET --physical`.",
 }
 
 
