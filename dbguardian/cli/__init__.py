@@ -37,6 +37,7 @@ COMMANDS = {
     "plan": "plan",
     "demo": "demo",
     "wal-push": "wal_push",
+    "wal": "wal",
 }
 
 # Commands that need no logging setup (they print one line on failure and exit).

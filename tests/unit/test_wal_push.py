@@ -135,10 +135,10 @@ def test_unwritable_spool_fails_without_leftovers(tmp_path: Path) -> None:
     assert list(spool.iterdir()) == []
 
 
-def test_spool_is_required() -> None:
-    code, output = wal_push(SEGMENT)
-    assert code == 2
-    assert "--spool" in output
+def test_without_spool_the_policy_names_it_and_a_missing_policy_is_one_line(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["--policy", str(tmp_path / "none.yaml"), "wal-push", SEGMENT])
+    assert result.exit_code == 1
+    assert result.output.strip().startswith("error: policy: cannot read") and "\n" not in result.output.strip()
 
 
 def test_concurrent_pushes_of_one_name_let_exactly_one_win(tmp_path: Path) -> None:
