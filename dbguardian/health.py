@@ -61,6 +61,8 @@ class BackupFact:
     started_at: datetime
     size_bytes: int
     storages: tuple[str, ...]
+    kind: str = "logical"
+    """Sizes are compared within one kind: a base backup is not a shrunk or grown dump."""
 
 
 @dataclass(frozen=True)
@@ -128,7 +130,7 @@ def evaluate(target: str, facts: TargetFacts, rules: HealthRules, now: datetime)
         size = newest_overall.size_bytes
         add("too_small", size >= rules.min_size, f"newest backup {newest_overall.id} is {format_size(size)}",
             f"at least {format_size(rules.min_size)}")  # fmt: skip
-        previous = [b.size_bytes for b in regular[1:6]]
+        previous = [b.size_bytes for b in regular[1:] if b.kind == newest_overall.kind][:5]
         if previous:
             median = statistics.median(previous)
             ok = size >= rules.shrink_ratio * median

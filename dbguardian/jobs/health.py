@@ -9,6 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from dbguardian.archiving.status import WalStatus, wal_status
 from dbguardian.catalog import keys
 from dbguardian.catalog.service import AnyBackup, Backup, Catalog, latest, newest_by_tier
 from dbguardian.errors import BackupNotFound, DbguardianError
@@ -160,7 +161,7 @@ async def gather(
     ]  # fmt: skip
 
     backups = [
-        BackupFact(r.id, r.manifest.tier, r.manifest.started_at, r.manifest.size_bytes, tuple(r.storages))
+        BackupFact(r.id, r.manifest.tier, r.manifest.started_at, r.manifest.size_bytes, tuple(r.storages), r.manifest.kind)
         for r in records.values()
     ]
     return TargetFacts(
@@ -179,8 +180,21 @@ async def gather(
 async def check_target(
     policy: Policy, target_name: str, now: datetime, specs: Sequence[JobSpec], *, running: bool = False
 ) -> tuple[list[Verdict], TargetFacts]:
+    """The backup checks, and for a target with ``wal:`` the WAL archive checks after them."""
+    verdicts, facts, _ = await check_target_with_wal(policy, target_name, now, specs, running=running)
+    return verdicts, facts
+
+
+async def check_target_with_wal(
+    policy: Policy, target_name: str, now: datetime, specs: Sequence[JobSpec], *, running: bool = False
+) -> tuple[list[Verdict], TargetFacts, WalStatus | None]:
     facts = await gather(policy, target_name, now, specs, running=running)
-    return evaluate(target_name, facts, policy.health_rules(target_name), now), facts
+    verdicts = evaluate(target_name, facts, policy.health_rules(target_name), now)
+    wal = None
+    if policy.target(target_name).wal is not None:
+        wal = await wal_status(policy, target_name, now)
+        verdicts += wal.verdicts
+    return verdicts, facts, wal
 
 
 def specs(policy: Policy) -> list[JobSpec]:
@@ -191,7 +205,9 @@ def specs(policy: Policy) -> list[JobSpec]:
 async def run(ctx: JobContext, spec: JobSpec) -> JobOutcome:
     """The health checks of one target: verdicts for the alert state machines, gauges for Prometheus."""
     now = ctx.clock()
-    verdicts, facts = await check_target(ctx.policy, spec.target, now, ctx.specs, running=ctx.target_busy(spec.target))
+    verdicts, facts, wal = await check_target_with_wal(
+        ctx.policy, spec.target, now, ctx.specs, running=ctx.target_busy(spec.target)
+    )
     outcome = JobOutcome(result="success" if all(v.ok for v in verdicts) else "failure", verdicts=verdicts)
     for verdict in verdicts:
         outcome.observe("health_ok", spec.target, verdict.check, value=1 if verdict.ok else 0)
@@ -204,8 +220,20 @@ async def run(ctx: JobContext, spec: JobSpec) -> JobOutcome:
             newest[key] = max(newest.get(key, backup.started_at), backup.started_at)
     for (tier, storage), moment in newest.items():
         outcome.observe("backup_age", spec.target, tier, storage, value=(now - moment).total_seconds())
+    if wal is not None:
+        observe_wal(outcome, spec.target, wal)
     outcome.observe("health_last_run", value=now.timestamp())
     return outcome
+
+
+def observe_wal(outcome: JobOutcome, target: str, wal: WalStatus) -> None:
+    """The archive's gauges: newest segment per storage, the spool, the recovery point."""
+    for storage, moment in wal.archived_at.items():
+        outcome.observe("wal_last_archived", target, storage, value=moment.timestamp())
+    outcome.observe("wal_spool_segments", target, value=wal.facts.spool.files)
+    outcome.observe("wal_spool_bytes", target, value=wal.facts.spool.bytes)
+    if wal.rpo is not None:
+        outcome.observe("rpo", target, value=wal.rpo.total_seconds())
 
 
 KIND = JobKind("health", "scheduled", specs, run, coalesce=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -109,3 +110,12 @@ def test_alerts_alternate_firing_and_resolved(sequence: list[tuple[bool, int]]) 
             assert sent and sent[-1] == "firing"
     assert all(a != b for a, b in itertools.pairwise(sent))
     assert not sent or sent[0] == "firing"
+
+
+def test_sizes_are_compared_within_one_backup_kind() -> None:
+    # Five big base backups before a small daily dump: the dump is compared with dumps only.
+    bases = [replace(fact(10 + i, size=500 * MB), kind="physical", tier="base") for i in range(5)]
+    dumps = [fact(2, size=5 * MB), fact(26, size=5 * MB)]
+    result = verdicts(TargetFacts(backups=[fact(1, size=5 * MB), *dumps, *bases], storages=["local"]))
+    assert result["shrunk"].ok, result["shrunk"].observed
+    assert "median 5.0 MiB" in result["shrunk"].observed
