@@ -306,3 +306,36 @@ def wal_to_delete(
 def _descendants(timeline: int, histories: Mapping[int, Sequence[TimelineSwitch]]) -> set[int]:
     """Timelines whose history passes through ``timeline`` (a backup on it can be replayed into them)."""
     return {child for child, switches in histories.items() if any(s.parent == timeline for s in switches)}
+
+
+@dataclass(frozen=True)
+class WalRange:
+    """A run of consecutive segments of one timeline (for showing what retention deletes)."""
+
+    first: str
+    last: str
+    count: int
+
+
+def segment_ranges(names: Iterable[str], segment_size: int = DEFAULT_SEGMENT_SIZE) -> list[WalRange]:
+    """Consecutive segments grouped into ranges; other archive files (``.backup``, ``.partial``) count
+    with the segment they belong to and never start a range of their own."""
+    numbers = sorted({(f.timeline, f.segment.number) for f in map(lambda n: classify(n, segment_size), names)
+                      if f.segment is not None})  # fmt: skip
+    ranges: list[WalRange] = []
+    start = previous = numbers[0] if numbers else None
+    count = 0
+    for item in numbers:
+        assert start is not None and previous is not None
+        if count and (item[0] != previous[0] or item[1] != previous[1] + 1):
+            ranges.append(_range(start, previous, count, segment_size))
+            start, count = item, 0
+        previous = item
+        count += 1
+    if start is not None and previous is not None:
+        ranges.append(_range(start, previous, count, segment_size))
+    return ranges
+
+
+def _range(start: tuple[int, int], end: tuple[int, int], count: int, segment_size: int) -> WalRange:
+    return WalRange(Segment(*start).name(segment_size), Segment(*end).name(segment_size), count)

@@ -69,6 +69,10 @@ def command(ctx: click.Context, as_json: bool, count: int, at: str | None) -> No
                     "jobs": jobs,
                     "retention_would_delete": deletions,
                     "retention_errors": retention.errors,
+                    "wal_retention_would_delete": [
+                        {"storage": storage, "first": wal.first, "last": wal.last, "segments": wal.count}
+                        for storage, wal in retention.wal_ranges
+                    ],
                 },
                 indent=2,
             )
@@ -86,5 +90,7 @@ def command(ctx: click.Context, as_json: bool, count: int, at: str | None) -> No
     click.echo(f"retention would delete now: {len(deletions) or 'nothing'}")
     for item in deletions:
         click.echo(f"    {item['storage']}:{item['target']}/{item['id']}  {item['tier']}  {item['reason']}")
+    for storage, wal_range in retention.wal_ranges:
+        click.echo(f"    {storage}: WAL {wal_range.first} .. {wal_range.last} ({wal_range.count} segment(s))")
     for problem in retention.errors:
         click.echo(f"retention unknown: {problem}")

@@ -30,6 +30,11 @@ def command(ctx: click.Context, target: str | None, dry_run: bool, as_json: bool
                     "leftovers_removed": result.leftovers,
                     "aborted_uploads": result.aborted_uploads,
                     "errors": result.errors,
+                    "wal": [
+                        {"storage": storage, "first": item.first, "last": item.last, "segments": item.count}
+                        for storage, item in result.wal_ranges
+                    ],
+                    "wal_deleted": result.wal_deleted,
                 },
                 indent=2,
             )
@@ -38,6 +43,9 @@ def command(ctx: click.Context, target: str | None, dry_run: bool, as_json: bool
         for decision in result.decisions:
             verb = ("would delete" if dry_run else "deleted") if decision.delete else "keep"
             click.echo(f"{verb:<13} {decision.storage:<10} {decision.backup_id}  {decision.tier:<8} {decision.reason}")
+        for storage, item in result.wal_ranges:
+            verb = "would delete" if dry_run else "deleted"
+            click.echo(f"{verb:<13} {storage:<10} WAL {item.first} .. {item.last} ({item.count} segment(s))")
         deletions = sum(decision.delete for decision in result.decisions)
         click.echo(
             f"{deletions} backup(s) {'would be ' if dry_run else ''}deleted, "

@@ -2,6 +2,12 @@
 
 Decide first (``retention.plan``), then act: for each backup to delete, its manifest goes first
 (the backup stops existing for everyone at once), then its data objects.
+
+WAL (targets with ``wal:``): after the base backups of a storage are decided, WAL older than the start of
+the oldest base backup kept on that storage (per timeline) is deleted (``catalog.wal.wal_to_delete``),
+oldest first, so an interrupted prune never leaves a hole. ``.history`` files are kept; timelines no kept
+base backup reaches are kept whole (history files are not read: keeping is the safe side); with no base
+backup on the storage, no WAL is deleted.
 """
 
 from __future__ import annotations
@@ -10,8 +16,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from dbguardian.catalog import keys
+from dbguardian.catalog.archive import list_wal
 from dbguardian.catalog.leftovers import remove_leftovers
+from dbguardian.catalog.manifest import PhysicalManifest
 from dbguardian.catalog.service import Catalog
+from dbguardian.catalog.wal import BaseBackupWal, WalRange, parse_lsn, segment_ranges, wal_to_delete
 from dbguardian.errors import DbguardianError
 from dbguardian.jobs.outcome import JobContext, JobKind, JobOutcome, no_specs
 from dbguardian.logs import get_logger
@@ -32,6 +41,9 @@ class PruneResult:
     leftovers: list[str] = field(default_factory=list)
     aborted_uploads: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    wal_ranges: list[tuple[str, WalRange]] = field(default_factory=list)
+    """(storage, range) of WAL retention deletes (or would delete, in a dry run)."""
+    wal_deleted: int = 0
 
 
 def rules_for(policy: Policy, target_name: str, storage_name: str) -> Rules:
@@ -92,6 +104,10 @@ async def _prune_storage(
         if not dry_run:
             await delete_backup(storage, target_name, decision.backup_id)
             result.deleted.append((storage.name, decision.backup_id))
+    if policy.targets[target_name].wal is not None:
+        deleted_ids = {d.backup_id for d in decisions if d.delete}
+        kept = [r.manifest for r in records if r.id not in deleted_ids and isinstance(r.manifest, PhysicalManifest)]
+        await _prune_wal(storage, target_name, kept, dry_run, result)
     if dry_run:
         return
     result.leftovers.extend(await remove_leftovers(storage, target_name, now, policy.leftover_grace))
@@ -99,6 +115,27 @@ async def _prune_storage(
     if cleaner is not None:
         aborted = await cleaner.abort_stale_uploads(now - policy.leftover_grace)
         result.aborted_uploads.extend(aborted)
+
+
+async def _prune_wal(
+    storage: Storage, target_name: str, kept: list[PhysicalManifest], dry_run: bool, result: PruneResult
+) -> None:
+    archived = await list_wal(storage, target_name)
+    retained = [BaseBackupWal(m.id, m.timeline, parse_lsn(m.start_lsn)) for m in kept]
+    doomed = {d.name for d in wal_to_delete([a.name for a in archived], retained) if d.delete}
+    if not doomed:
+        return
+    ranges = segment_ranges(doomed)
+    result.wal_ranges += [(storage.name, item) for item in ranges]
+    for item in ranges:
+        log.info("WAL retention deletes", dry_run=dry_run, target=target_name, storage=storage.name,
+                 first=item.first, last=item.last, segments=item.count)  # fmt: skip
+    if dry_run:
+        return
+    for stored in archived:  # name order: oldest first
+        if stored.name in doomed:
+            await storage.delete(stored.key)
+            result.wal_deleted += 1
 
 
 async def prune(
@@ -113,6 +150,8 @@ async def prune(
         total.leftovers += part.leftovers
         total.aborted_uploads += part.aborted_uploads
         total.errors += part.errors
+        total.wal_ranges += part.wal_ranges
+        total.wal_deleted += part.wal_deleted
     return total
 
 

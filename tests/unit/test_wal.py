@@ -283,3 +283,24 @@ def test_gaps_are_found_exactly_where_segments_were_removed(
     assert missing_segments(archived, timeline, first, first + length, segment_size=size) == [
         Segment(timeline, n) for n in sorted(removed)
     ]
+
+
+def test_segment_ranges_group_consecutive_segments_per_timeline() -> None:
+    from dbguardian.catalog.wal import WalRange, segment_ranges
+
+    assert segment_ranges([]) == []
+    files = [
+        "000000010000000000000001",
+        "000000010000000000000002",
+        "000000010000000000000002.00000028.backup",
+        "000000010000000000000004",
+        "000000010000000100000000",
+        "0000000100000000000000FF",
+        "000000020000000000000005",
+    ]
+    assert segment_ranges(files) == [
+        WalRange("000000010000000000000001", "000000010000000000000002", 2),
+        WalRange("000000010000000000000004", "000000010000000000000004", 1),
+        WalRange("0000000100000000000000FF", "000000010000000100000000", 2),
+        WalRange("000000020000000000000005", "000000020000000000000005", 1),
+    ]
