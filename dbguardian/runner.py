@@ -93,15 +93,16 @@ class Runner:
     def _lock(self, target: str) -> asyncio.Lock:
         return self._target_locks.setdefault(target, asyncio.Lock())
 
-    def context(self, reason: str, stopping: asyncio.Event | None = None) -> JobContext:
+    def context(self, reason: str, stopping: asyncio.Event | None = None, job: str = "(now)") -> JobContext:
         return JobContext(
             self.policy,
             self.clock,
             list(self.specs.values()),
             self.target_busy,
             stopping or self.stopping,
-            lambda observation: self._publish(observation, "(now)"),
+            lambda observation: self._publish(observation, job),
             reason,
+            lambda verdicts: self._alert(verdicts, job),
         )
 
     # ----------------------------------------------------------------------------- one run
@@ -167,7 +168,7 @@ class Runner:
         if counted:
             self.metrics.running.labels(kind.name).inc()
         try:
-            outcome = await kind.run(self.context(reason, stopping), spec)
+            outcome = await kind.run(self.context(reason, stopping, spec.id), spec)
         except asyncio.CancelledError as error:
             self.apply(error.outcome if isinstance(error, JobCancelled) else JobOutcome(result="cancelled"), spec.id)
             raise

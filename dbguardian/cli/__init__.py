@@ -37,6 +37,7 @@ COMMANDS = {
     "plan": "plan",
     "demo": "demo",
     "wal-push": "wal_push",
+    "wal-fetch": "wal_fetch",
     "wal": "wal",
 }
 

@@ -68,6 +68,10 @@ class JobCancelled(asyncio.CancelledError):
         self.outcome = outcome
 
 
+async def _no_report(verdicts: list[Verdict]) -> None:
+    """Outside a daemon (tests, one-off runs) verdicts reported during a run go nowhere."""
+
+
 @dataclass(frozen=True)
 class JobContext:
     """What a running job may know about the daemon around it (all read-only)."""
@@ -84,6 +88,9 @@ class JobContext:
     """Apply an observation now rather than with the outcome (e.g. "a backup attempt started")."""
     reason: str = "schedule"
     """Why this run started: schedule, catch-up, follow-up, continuous, manual."""
+    report: Callable[[list[Verdict]], Awaitable[None]] = _no_report
+    """Hand verdicts to the alerter now rather than with the outcome: a continuous job (the WAL shipper)
+    never returns an outcome while it runs, yet must alert when a storage stops taking WAL."""
 
     def observe_now(self, metric: str, *labels: str, value: float = 1.0, op: MetricOp = "set") -> None:
         self.publish(Observation(metric, labels, value, op))

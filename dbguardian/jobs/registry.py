@@ -7,16 +7,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from dbguardian.jobs import backup, drill, health, prune, verify
+from dbguardian.jobs import backup, drill, health, prune, verify, wal_ship
 from dbguardian.jobs.outcome import JobKind
 from dbguardian.policy import Policy
 from dbguardian.schedule import JobSpec
 
-KINDS: Mapping[str, JobKind] = {module.KIND.name: module.KIND for module in (backup, prune, health, drill, verify)}
+KINDS: Mapping[str, JobKind] = {module.KIND.name: module.KIND for module in (backup, prune, health, drill, verify, wal_ship)}
 
 
 def job_specs(policy: Policy) -> list[JobSpec]:
     """Every job the policy asks for, sorted by id: a backup job per target and schedule tier; per
-    target a health job, a restore drill (unless disabled) and a verify job (if configured); and the
-    jobs of any other registered kind."""
+    target a health job, a restore drill (unless disabled) and a verify job (if configured); a WAL
+    shipper per target with ``wal:``; and the jobs of any other registered kind."""
     return sorted((spec for kind in KINDS.values() for spec in kind.specs(policy)), key=lambda spec: spec.id)
