@@ -47,17 +47,15 @@ def test_ship_order_takes_wal_files_only_in_name_order() -> None:
     ]
 
 
+_SUFFIX = {"segment": "", "partial": ".partial", "backup": ".00000028.backup"}
+
+
+def _wal_name(tli: int, log: int, seg: int, kind: str) -> str:
+    return f"{tli:08X}.history" if kind == "history" else f"{tli:08X}{log:08X}{seg:08X}{_SUFFIX[kind]}"
+
+
 wal_names = st.builds(
-    lambda tli, log, seg, kind: (
-        f"{tli:08X}.history"
-        if kind == "history"
-        else f"{tli:08X}{log:08X}{seg:08X}"
-        + {"segment": "", "partial": ".partial", "backup": ".00000028.backup"}[kind]  # fmt: skip
-    ),
-    st.integers(1, 3),
-    st.integers(0, 2),
-    st.integers(0, 255),
-    st.sampled_from(["segment", "partial", "backup", "history"]),
+    _wal_name, st.integers(2, 3), st.integers(0, 2), st.integers(0, 255), st.sampled_from([*_SUFFIX, "history"])
 )
 
 
