@@ -38,11 +38,12 @@ COMMANDS = {
     "demo": "demo",
     "wal-push": "wal_push",
     "wal-fetch": "wal_fetch",
+    "restore-point": "restore_point",
     "wal": "wal",
 }
 
 # Commands that need no logging setup (they print one line on failure and exit).
-WITHOUT_LOGGING = {"wal-push"}
+WITHOUT_LOGGING = {"wal-push", "wal-fetch"}
 
 
 def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:

@@ -36,6 +36,17 @@ from dbguardian.units import format_size
     help="age identity or GPG secret key file for encrypted backups (default: $DBGUARDIAN_IDENTITY_FILE).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--pitr", is_flag=True, help="Point-in-time recovery: a base backup + archived WAL into --pgdata.")
+@click.option("--pgdata", type=click.Path(path_type=Path, file_okay=False), help="With --pitr: the empty data directory.")
+@click.option("--to-time", help="With --pitr: recover to this ISO 8601 time; a zone is required (Z or +HH:MM).")
+@click.option("--to-name", help="With --pitr: recover to this restore point (dbguardian restore-point).")
+@click.option("--to-lsn", help="With --pitr: recover to this LSN (e.g. 0/3000060).")
+@click.option("--to-latest", is_flag=True, help="With --pitr: replay all archived WAL (the default).")
+@click.option("--start", is_flag=True, help="With --pitr: start the server and wait until it is promoted.")
+@click.option(
+    "--port", type=click.IntRange(1, 65535), help="With --pitr: port of the restored server (default: a free one)."
+)
+@click.option("--keep-archiving", is_flag=True, help="With --pitr: keep archive_mode of the source (off by default).")
 @click.pass_context
 def command(
     ctx: click.Context,
@@ -49,9 +60,31 @@ def command(
     from_storage: str | None,
     identity: Path | None,
     as_json: bool,
+    pitr: bool,
+    pgdata: Path | None,
+    to_time: str | None,
+    to_name: str | None,
+    to_lsn: str | None,
+    to_latest: bool,
+    start: bool,
+    port: int | None,
+    keep_archiving: bool,
 ) -> None:
-    """Restore a backup of TARGET (the latest by default) into a database, or validate it."""
+    """Restore a backup of TARGET (the latest by default) into a database, or validate it.
+
+    With --pitr: extract a base backup into the empty --pgdata and set it up to replay archived WAL up to
+    --to-time / --to-name / --to-lsn (or all of it), then promote; --start also starts it and waits.
+    """
     policy = policy_from(ctx)
+    pitr_only = {"--pgdata": pgdata, "--to-time": to_time, "--to-name": to_name, "--to-lsn": to_lsn,
+                 "--to-latest": to_latest or None, "--start": start or None, "--port": port,
+                 "--keep-archiving": keep_archiving or None}  # fmt: skip
+    if pitr:
+        _restore_pitr(ctx, target, backup_id, pgdata, to_time, to_name, to_lsn, to_latest, start, port, identity,
+                      keep_archiving, as_json)  # fmt: skip
+        return
+    if used := [flag for flag, value in pitr_only.items() if value is not None]:
+        raise UsageError(f"{', '.join(used)} only go with --pitr")
     if validate_only:
         report = run_async(lambda: validate(policy, target, backup_id, from_storage, identity))
         if as_json:
@@ -100,4 +133,58 @@ def command(
         f"restored backup {result.backup_id} of {target} from {result.storage} into {into!r} "
         f"({result.mode}, {result.seconds:.1f}s): {result.tables} tables, {result.rows} rows, "
         "row counts match the manifest"
+    )
+
+
+def _restore_pitr(
+    ctx: click.Context,
+    target: str,
+    backup_id: str,
+    pgdata: Path | None,
+    to_time: str | None,
+    to_name: str | None,
+    to_lsn: str | None,
+    to_latest: bool,
+    start: bool,
+    port: int | None,
+    identity: Path | None,
+    keep_archiving: bool,
+    as_json: bool,
+) -> None:
+    from dbguardian.restore.physical import make_target, restore_pitr
+
+    if pgdata is None:
+        raise UsageError("restore --pitr needs --pgdata DIR (an empty directory)")
+    recovery_target = make_target(to_time=to_time, to_name=to_name, to_lsn=to_lsn, to_latest=to_latest)
+    policy = policy_from(ctx)
+    policy_path: Path = ctx.obj["policy_path"]
+    report = run_async(
+        lambda: restore_pitr(
+            policy,
+            target,
+            pgdata,
+            backup_ref=backup_id,
+            target=recovery_target,
+            identity=identity,
+            port=port,
+            keep_archiving=keep_archiving,
+            policy_path=policy_path,
+            start=start,
+        )
+    )
+    if as_json:
+        click.echo(json.dumps(report.to_json()))
+        return
+    goal = recovery_target.kind if recovery_target.value is None else f"{recovery_target.kind} {recovery_target.value}"
+    if report.started:
+        click.echo(
+            f"restored base backup {report.backup_id} of {target} into {report.pgdata} and recovered to {goal}: "
+            f"reached LSN {report.reached_lsn}, last transaction at {report.reached_time or 'unknown'}, "
+            f"timeline {report.timeline}; server promoted, listening on port {report.port} ({report.seconds:.1f}s)"
+        )
+        return
+    click.echo(
+        f"extracted base backup {report.backup_id} of {target} into {report.pgdata}, recovery to {goal} set up "
+        f"(port {report.port}). Next: start it as the data directory's owner, e.g.\n"
+        f"  pg_ctl -D {report.pgdata} -l {report.pgdata}/dbguardian-pitr.log start"
     )

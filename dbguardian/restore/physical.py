@@ -1,0 +1,680 @@
+"""Point-in-time recovery: a base backup extracted into an empty data directory, recovery settings that
+fetch WAL through ``dbguardian wal-fetch``, and (optionally) the server started and waited for.
+
+The decisions are pure functions (tested without a server): which base backup fits a recovery target
+(:func:`choose_backup`), whether the target is reachable from it and from the archived WAL
+(:func:`check_target`, :func:`check_archive`), what goes into ``postgresql.auto.conf``
+(:func:`render_settings`), and which tar members may be extracted (:func:`check_member`).
+
+Target times must carry a zone (``2026-12-04T13:50:00Z``, ``…+01:00``): a time without one is refused
+rather than guessed (:func:`parse_target_time`), because an hour off restores the wrong data silently.
+
+PostgreSQL runs ``restore_command`` as the data directory's owner: that user must be able to run the
+dbguardian executable, read the policy, the storage and the identity file. :func:`prepare_pitr` proves it
+before it returns by fetching the backup's first WAL segment as that user, so a permission problem is one
+clear error now, not a recovery that ends early later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Literal
+
+from dbguardian.catalog import Backup, Catalog, PhysicalManifest
+from dbguardian.catalog.archive import ArchivedWal, list_wal, newest_segment
+from dbguardian.catalog.wal import DEFAULT_SEGMENT_SIZE, format_lsn, parse_lsn, parse_segment_name, segment_of_lsn
+from dbguardian.errors import BackupNotFound, OperationError, RestoreRefused, ToolError, UsageError
+from dbguardian.logs import get_logger
+from dbguardian.pipeline.read import read_verified
+from dbguardian.policy import Policy
+from dbguardian.postgres import find_tool
+from dbguardian.storage import target_storages
+from dbguardian.throwaway import free_port
+
+log = get_logger("dbguardian.restore.physical")
+
+TargetKind = Literal["time", "name", "lsn", "latest"]
+MAX_RESTORE_POINT_NAME = 63
+NOT_REACHED = "recovery ended before configured recovery target was reached"
+SETTINGS_MARK = "# dbguardian point-in-time recovery"
+
+
+@dataclass(frozen=True)
+class RecoveryTarget:
+    """Where recovery stops: a moment, a restore point, an LSN, or the end of the archived WAL."""
+
+    kind: TargetKind
+    value: str | None = None
+    """ISO time (with zone), restore point name, LSN text; None for ``latest``."""
+
+    def settings(self) -> dict[str, str]:
+        """The ``recovery_target_*`` settings (unquoted values)."""
+        if self.kind == "latest":
+            return {}
+        assert self.value is not None
+        if self.kind == "time":
+            return {"recovery_target_time": pg_time(parse_target_time(self.value))}
+        return {f"recovery_target_{self.kind}": self.value}
+
+    def describe(self) -> dict[str, str | None]:
+        return {"kind": self.kind, "value": self.value}
+
+
+def parse_target_time(text: str) -> datetime:
+    """ISO 8601 with a zone (``Z`` or ``±HH:MM``) → aware datetime; a time without a zone is refused."""
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"{text!r} is not an ISO 8601 time like 2026-12-04T13:50:00Z") from None
+    if moment.tzinfo is None:
+        raise UsageError(f"{text!r} has no time zone: add Z (UTC) or an offset like +01:00")
+    return moment
+
+
+def pg_time(moment: datetime) -> str:
+    """As PostgreSQL reads a timestamptz: ``2026-12-04 13:50:00.123456+00:00``."""
+    return moment.astimezone(UTC).isoformat(sep=" ")
+
+
+def make_target(
+    *, to_time: str | None = None, to_name: str | None = None, to_lsn: str | None = None, to_latest: bool = False
+) -> RecoveryTarget:
+    """One of the ``--to-*`` options (none → latest); two or more is a usage error."""
+    given = [kind for kind, value in (("time", to_time), ("name", to_name), ("lsn", to_lsn)) if value is not None]
+    if to_latest:
+        given.append("latest")
+    if len(given) > 1:
+        raise UsageError("give one of --to-time, --to-name, --to-lsn, --to-latest")
+    if to_time is not None:
+        return RecoveryTarget("time", parse_target_time(to_time).astimezone(UTC).isoformat())
+    if to_name is not None:
+        check_point_name(to_name)
+        return RecoveryTarget("name", to_name)
+    if to_lsn is not None:
+        try:
+            return RecoveryTarget("lsn", format_lsn(parse_lsn(to_lsn)))
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+    return RecoveryTarget("latest")
+
+
+def check_point_name(name: str) -> str:
+    """A restore point name PostgreSQL keeps whole (≤ 63 bytes) and a settings file can hold."""
+    if not name or len(name.encode()) > MAX_RESTORE_POINT_NAME:
+        raise UsageError(f"a restore point name is 1 to {MAX_RESTORE_POINT_NAME} bytes, not {len(name.encode())}")
+    if any(ord(char) < 32 or ord(char) == 127 for char in name):
+        raise UsageError("a restore point name must not contain control characters")
+    return name
+
+
+# Pure decisions.
+
+
+def _newest(candidates: Iterable[Backup[PhysicalManifest]]) -> Backup[PhysicalManifest] | None:
+    return max(candidates, key=lambda record: (record.manifest.finished_at, record.id), default=None)
+
+
+def choose_backup(
+    backups: Sequence[Backup[PhysicalManifest]], target: RecoveryTarget, reference: str = "latest"
+) -> Backup[PhysicalManifest]:
+    """The base backup to start from: the one given by id, else the newest that ends before the target."""
+    if not backups:
+        raise BackupNotFound("no physical (base) backup exists; take one with `dbguardian backup TARGET --physical`")
+    if reference != "latest":
+        for record in backups:
+            if record.id == reference:
+                check_target(record.manifest, target)
+                return record
+        raise BackupNotFound(f"no base backup {reference!r} (physical backups: {', '.join(r.id for r in backups)})")
+    chosen: Backup[PhysicalManifest] | None
+    if target.kind == "time":
+        assert target.value is not None
+        moment = parse_target_time(target.value)
+        chosen = _newest(record for record in backups if record.manifest.consistent_at <= moment)
+    elif target.kind == "lsn":
+        assert target.value is not None
+        lsn = parse_lsn(target.value)
+        chosen = _newest(record for record in backups if parse_lsn(record.manifest.stop_lsn) <= lsn)
+    else:
+        chosen = _newest(backups)
+    if chosen is None:
+        oldest = min(backups, key=lambda record: record.manifest.finished_at)
+        check_target(oldest.manifest, target)  # raises, naming the oldest backup's end
+        raise AssertionError("unreachable")
+    check_target(chosen.manifest, target)
+    return chosen
+
+
+def check_target(manifest: PhysicalManifest, target: RecoveryTarget) -> None:
+    """Refuse a target before the backup's consistency point: recovery cannot stop inside the backup."""
+    if target.kind == "time":
+        assert target.value is not None
+        moment = parse_target_time(target.value)
+        if moment < manifest.consistent_at:
+            raise RestoreRefused(
+                f"target time {_iso(moment)} is before the end of base backup {manifest.id} "
+                f"({_iso(manifest.consistent_at)}); no base backup ends before it"
+            )
+    elif target.kind == "lsn":
+        assert target.value is not None
+        if parse_lsn(target.value) < parse_lsn(manifest.stop_lsn):
+            raise RestoreRefused(
+                f"target LSN {target.value} is before the end of base backup {manifest.id} (stop LSN {manifest.stop_lsn})"
+            )
+
+
+def check_archive(
+    target: RecoveryTarget, newest: ArchivedWal | None, manifest: PhysicalManifest, segment_size: int = DEFAULT_SEGMENT_SIZE
+) -> None:
+    """Refuse a target past the archived WAL (recovery would end early), or any target when the WAL the
+    backup itself needs is not archived."""
+    stop_segment = segment_of_lsn(manifest.timeline, parse_lsn(manifest.stop_lsn), segment_size)
+    if newest is None or parse_segment_name(newest.name, segment_size) < stop_segment:
+        have = "none" if newest is None else newest.name
+        raise RestoreRefused(
+            f"the WAL base backup {manifest.id} needs (up to {stop_segment.name(segment_size)}) is not archived "
+            f"(newest archived segment: {have})"
+        )
+    where = f"newest segment {newest.name} archived at {_iso(newest.modified)}"
+    if target.kind == "time":
+        assert target.value is not None
+        moment = parse_target_time(target.value)
+        if moment > newest.modified:
+            raise RestoreRefused(f"target time {_iso(moment)} is past the archived WAL ({where})")
+    elif target.kind == "lsn":
+        assert target.value is not None
+        end = parse_segment_name(newest.name, segment_size).start_lsn(segment_size) + segment_size
+        if parse_lsn(target.value) >= end:
+            raise RestoreRefused(f"target LSN {target.value} is past the archived WAL ({where}, ends at {format_lsn(end)})")
+
+
+def quote_conf(value: str) -> str:
+    """A postgresql.conf string literal: single quotes, embedded quotes doubled, no line breaks."""
+    if "\n" in value or "\r" in value or "\x00" in value:
+        raise UsageError(f"a setting value cannot contain line breaks: {value!r}")
+    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def shell_word(word: str) -> str:
+    """One argument of restore_command (PostgreSQL runs it with /bin/sh): single-quoted for the shell."""
+    if word and all(char.isalnum() or char in "/._-+=:@%" for char in word):
+        return word
+    return "'" + word.replace("'", "'\"'\"'") + "'"
+
+
+def restore_command(executable: Sequence[str], policy_path: Path, target_name: str, identity: Path | None) -> str:
+    words = [*executable, "wal-fetch", "--policy", str(policy_path), "--target", target_name]
+    if identity is not None:
+        words += ["--identity", str(identity)]
+    return " ".join(shell_word(word) for word in words) + " %f %p"
+
+
+def render_settings(
+    *,
+    command: str,
+    target: RecoveryTarget,
+    port: int,
+    socket_dir: Path,
+    keep_archiving: bool = False,
+    listen: str = "127.0.0.1",
+    extra: Mapping[str, str] | None = None,
+) -> str:
+    """The lines appended to ``postgresql.auto.conf`` (the last value of a setting wins)."""
+    settings: dict[str, str] = {"restore_command": command, **target.settings()}
+    settings |= {
+        "recovery_target_action": "promote",
+        "recovery_target_timeline": "latest",
+        "port": str(port),
+        "unix_socket_directories": str(socket_dir),
+        "listen_addresses": listen,
+    }
+    if not keep_archiving:
+        settings["archive_mode"] = "off"
+    settings |= dict(extra or {})
+    lines = [SETTINGS_MARK, *(f"{name} = {quote_conf(value)}" for name, value in settings.items())]
+    return "\n".join(lines) + "\n"
+
+
+def check_member(member: tarfile.TarInfo) -> str:
+    """The member's path if it is safe to extract under the data directory; raises otherwise."""
+    name = member.name
+    parts = Path(name).parts
+    if name.startswith("/") or ".." in parts or not name.strip("/."):
+        if name in (".", "./"):
+            return name
+        raise OperationError(f"base backup tar member {name!r} points outside the data directory; refused")
+    if member.issym() or member.islnk():
+        link = member.linkname
+        if member.islnk() and (link.startswith("/") or ".." in Path(link).parts):
+            raise OperationError(f"base backup tar member {name!r} links outside the data directory; refused")
+        if member.issym() and (link.startswith("/") or ".." in Path(link).parts):
+            raise OperationError(f"base backup tar member {name!r} is a symbolic link to {link!r} (a tablespace?); refused")
+    elif not (member.isfile() or member.isdir()):
+        raise OperationError(f"base backup tar member {name!r} is not a file or directory; refused")
+    return name
+
+
+def extract_tar(stream: IO[bytes], pgdata: Path) -> int:
+    """Extract a tar stream (read sequentially, ``r|``) into ``pgdata``; returns the member count."""
+    count = 0
+    with tarfile.open(fileobj=stream, mode="r|") as archive:
+        for member in archive:
+            check_member(member)
+            member.uid = member.gid = 0
+            member.uname = member.gname = ""
+            member.mode = 0o700 if member.isdir() else (member.mode & 0o700) | 0o600
+            archive.extract(member, pgdata, numeric_owner=True, filter="fully_trusted")
+            count += 1
+    return count
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+# I/O.
+
+
+@dataclass
+class PitrPlan:
+    """A prepared data directory, ready to start."""
+
+    backup_id: str
+    target_name: str
+    pgdata: Path
+    recovery_target: RecoveryTarget
+    port: int
+    socket_dir: Path
+    os_user: str | None
+    pg_version: int
+    bin_dir: Path
+    log_file: Path
+    started_at: float = field(default_factory=time.monotonic)
+
+    def start_command(self) -> str:
+        argv = [str(self.bin_dir / "pg_ctl"), "-D", str(self.pgdata), "-l", str(self.log_file), "start"]
+        if self.os_user is not None and os.geteuid() == 0:
+            argv = ["runuser", "-u", self.os_user, "--", *argv]
+        return " ".join(shell_word(word) for word in argv)
+
+
+@dataclass
+class PitrReport:
+    backup_id: str
+    target: str
+    pgdata: str
+    recovery_target: dict[str, str | None]
+    started: bool
+    reached_lsn: str | None
+    reached_time: str | None
+    timeline: int | None
+    seconds: float
+    port: int | None
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def dbguardian_executable() -> list[str]:
+    """How restore_command runs dbguardian: the installed script next to this interpreter, else ``-m``."""
+    script = Path(sys.executable).parent / "dbguardian"
+    if script.is_file() and os.access(script, os.X_OK):
+        return [str(script)]
+    found = shutil.which("dbguardian")
+    return [found] if found else [sys.executable, "-m", "dbguardian"]
+
+
+def _as_user(os_user: str | None, argv: list[str]) -> list[str]:
+    if os_user is None or os.geteuid() != 0 or pwd.getpwnam(os_user).pw_uid == 0:
+        return argv
+    return ["runuser", "-u", os_user, "--", *argv]
+
+
+def _run(argv: list[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=timeout)
+
+
+def readable_by(path: Path, os_user: str | None) -> bool:
+    if os_user is None or os.geteuid() != 0:
+        return os.access(path, os.R_OK)
+    return _run(_as_user(os_user, ["test", "-r", str(path)])).returncode == 0
+
+
+def _chown_tree(root: Path, os_user: str) -> None:
+    owner = pwd.getpwnam(os_user)
+    for directory, dirs, files in os.walk(root):
+        for name in [*dirs, *files]:
+            os.lchown(Path(directory) / name, owner.pw_uid, owner.pw_gid)
+    os.chown(root, owner.pw_uid, owner.pw_gid)
+
+
+async def _extract_stream(chunks: AsyncIterator[bytes], pgdata: Path) -> int:
+    """Feed ``chunks`` through a pipe into :func:`extract_tar` running in a thread (no temporary copy)."""
+    read_fd, write_fd = os.pipe()
+    result: list[int | BaseException] = []
+
+    def extract() -> None:
+        try:
+            with os.fdopen(read_fd, "rb") as stream:
+                result.append(extract_tar(stream, pgdata))
+        except BaseException as error:  # handed to the event loop's side
+            result.append(error)
+
+    thread = threading.Thread(target=extract, name="pitr-extract", daemon=True)
+    thread.start()
+    writer = os.fdopen(write_fd, "wb")
+    try:
+        async for chunk in chunks:
+            try:
+                await asyncio.to_thread(writer.write, chunk)
+            except BrokenPipeError:
+                break
+    finally:
+        with contextlib.suppress(BrokenPipeError):
+            writer.close()
+        await asyncio.to_thread(thread.join)
+    outcome = result[0] if result else OperationError("extracting the base backup failed")
+    if isinstance(outcome, BaseException):
+        if isinstance(outcome, OperationError):
+            raise outcome
+        raise OperationError(f"extracting the base backup failed: {outcome}") from outcome
+    return outcome
+
+
+async def _physical_backups(policy: Policy, target_name: str) -> list[Backup[PhysicalManifest]]:
+    records = await Catalog(target_storages(policy, target_name)).backups(target_name)
+    return [Backup(r.manifest, r.storages) for r in records if isinstance(r.manifest, PhysicalManifest)]
+
+
+async def _newest_archived(policy: Policy, target_name: str) -> ArchivedWal | None:
+    found: list[ArchivedWal] = []
+    for storage in target_storages(policy, target_name):
+        newest = newest_segment(await list_wal(storage, target_name))
+        if newest is not None:
+            found.append(newest)
+    return max(found, key=lambda item: (item.name, item.modified), default=None)
+
+
+def _probe_fetch(
+    command: Sequence[str],
+    policy_path: Path,
+    target_name: str,
+    identity: Path | None,
+    segment: str,
+    pgdata: Path,
+    os_user: str | None,
+) -> None:
+    """Run wal-fetch as the server's OS user once (the backup's first segment): proves it can run
+    dbguardian and read the policy, the storage and the identity file."""
+    dest = pgdata / "pg_wal" / f".dbguardian-probe-{segment}"
+    argv = [*command, "wal-fetch", "--policy", str(policy_path), "--target", target_name, "--prefetch", "0"]
+    if identity is not None:
+        argv += ["--identity", str(identity)]
+    try:
+        result = _run(_as_user(os_user, [*argv, segment, str(dest)]))
+    except OSError as error:
+        raise OperationError(f"cannot run wal-fetch as {os_user or 'this user'}: {error}") from None
+    finally:
+        dest.unlink(missing_ok=True)
+    if result.returncode != 0:
+        lines = [line for line in (result.stderr or result.stdout).strip().splitlines() if line.strip()]
+        why = lines[-1][-300:] if lines else f"exit code {result.returncode}"
+        raise OperationError(
+            f"restore_command would fail: wal-fetch of {segment} as OS user {os_user or 'current'} failed ({why}); "
+            "that user must be able to run dbguardian and read the policy, the storage and the identity file"
+        )
+
+
+async def prepare_pitr(
+    policy: Policy,
+    target_name: str,
+    pgdata: Path,
+    *,
+    backup_ref: str = "latest",
+    target: RecoveryTarget,
+    identity: Path | None = None,
+    port: int | None = None,
+    socket_dir: Path | None = None,
+    keep_archiving: bool = False,
+    extra_settings: Mapping[str, str] | None = None,
+    os_user: str | None = None,
+    policy_path: Path | None = None,
+) -> PitrPlan:
+    """Choose and check the base backup, extract it into the empty ``pgdata``, write the recovery settings."""
+    began = time.monotonic()
+    policy.target(target_name)
+    if os_user is None and os.geteuid() == 0:
+        os_user = "postgres"
+    if os_user is not None:
+        try:
+            pwd.getpwnam(os_user)
+        except KeyError:
+            raise UsageError(f"no OS user {os_user!r} to own the data directory") from None
+    pgdata = pgdata.absolute()
+    if pgdata.exists() and (not pgdata.is_dir() or any(pgdata.iterdir())):
+        raise RestoreRefused(f"{pgdata} is not an empty directory; point-in-time restore needs an empty one")
+    if identity is not None:
+        identity = identity.absolute()
+        if not identity.is_file():
+            raise UsageError(f"identity file {identity} does not exist")
+        if not readable_by(identity, os_user):
+            raise UsageError(
+                f"identity file {identity} is not readable by OS user {os_user}, who runs restore_command; "
+                "give that user read access (the file is passed by path, never copied)"
+            )
+    if policy_path is None:
+        raise UsageError("point-in-time restore needs the policy file's path (restore_command reads it)")
+    policy_path = policy_path.absolute()
+    if not readable_by(policy_path, os_user):
+        raise UsageError(f"policy {policy_path} is not readable by OS user {os_user}, who runs restore_command")
+
+    chosen = choose_backup(await _physical_backups(policy, target_name), target, backup_ref)
+    manifest = chosen.manifest
+    check_archive(target, await _newest_archived(policy, target_name), manifest)
+    pg_ctl = await find_tool("pg_ctl", manifest.pg_version, policy.pg_bin_dirs)
+    if pg_ctl.major != manifest.pg_version:
+        raise ToolError(
+            f"base backup {manifest.id} is PostgreSQL {manifest.pg_version}; found only {pg_ctl.path} ({pg_ctl.major})"
+        )
+    stored = manifest.objects.get("base")
+    if stored is None:
+        raise OperationError(f"base backup {manifest.id} has no 'base' object")
+    storages = [s for s in target_storages(policy, target_name) if s.name in chosen.storages]
+    if not storages:
+        raise BackupNotFound(f"base backup {manifest.id} is on no storage of {target_name!r}")
+
+    created = not pgdata.exists()
+    pgdata.mkdir(mode=0o700, parents=True, exist_ok=True)
+    pgdata.chmod(0o700)
+    try:
+        encryption = None if manifest.encryption is None else manifest.encryption.method
+        chunks = read_verified(
+            storages[0], stored, compression=manifest.compression.algorithm, encryption=encryption, identity=identity
+        )
+        members = await _extract_stream(chunks, pgdata)
+        if not (pgdata / "PG_VERSION").is_file():
+            raise OperationError(f"base backup {manifest.id} holds no data directory (no PG_VERSION)")
+        for stale in ("postmaster.pid", "postmaster.opts"):
+            (pgdata / stale).unlink(missing_ok=True)
+        (pgdata / "pg_wal" / "archive_status").mkdir(parents=True, exist_ok=True)
+        if socket_dir is None:
+            socket_dir = Path(tempfile.mkdtemp(prefix="dbg-pitr-", dir="/tmp"))
+        socket_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        port = port or free_port()
+        command = dbguardian_executable()
+        settings = render_settings(
+            command=restore_command(command, policy_path, target_name, identity),
+            target=target,
+            port=port,
+            socket_dir=socket_dir,
+            keep_archiving=keep_archiving,
+            extra=extra_settings,
+        )
+        with (pgdata / "postgresql.auto.conf").open("a") as conf:
+            conf.write("\n" + settings)
+        (pgdata / "recovery.signal").write_text("")
+        if os_user is not None and os.geteuid() == 0:
+            _chown_tree(pgdata, os_user)
+            owner = pwd.getpwnam(os_user)
+            os.chown(socket_dir, owner.pw_uid, owner.pw_gid)
+        first = segment_of_lsn(manifest.timeline, parse_lsn(manifest.start_lsn)).name()
+        await asyncio.to_thread(_probe_fetch, command, policy_path, target_name, identity, first, pgdata, os_user)
+    except BaseException:
+        # Leave nothing half-made: the directory was empty (or absent) before.
+        for child in list(pgdata.iterdir()) if pgdata.exists() else []:
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
+        if created:
+            shutil.rmtree(pgdata, ignore_errors=True)
+        raise
+    log.info("base backup extracted", backup=manifest.id, pgdata=str(pgdata), members=members, port=port)
+    return PitrPlan(
+        backup_id=manifest.id,
+        target_name=target_name,
+        pgdata=pgdata,
+        recovery_target=target,
+        port=port,
+        socket_dir=socket_dir,
+        os_user=os_user,
+        pg_version=manifest.pg_version,
+        bin_dir=Path(pg_ctl.path).parent,
+        log_file=pgdata / "dbguardian-pitr.log",
+        started_at=began,
+    )
+
+
+def _psql(plan: PitrPlan, sql: str) -> str | None:
+    argv = [
+        str(plan.bin_dir / "psql"), "-X", "-q", "-A", "-t", "-h", str(plan.socket_dir), "-p", str(plan.port),
+        "-d", "postgres", "-c", sql,
+    ]  # fmt: skip
+    if plan.os_user is not None:
+        argv[-4:-4] = ["-U", plan.os_user]
+    result = _run(_as_user(plan.os_user, argv), timeout=30)
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def _server_running(plan: PitrPlan) -> bool:
+    result = _run(_as_user(plan.os_user, [str(plan.bin_dir / "pg_ctl"), "-D", str(plan.pgdata), "status"]))
+    return result.returncode == 0
+
+
+def _log_reason(log_file: Path) -> str:
+    try:
+        text = log_file.read_text(errors="replace")
+    except OSError:
+        return "no server log"
+    if NOT_REACHED in text:
+        return "the recovery target was not reached in the archived WAL (" + NOT_REACHED + ")"
+    fatal = [line for line in text.splitlines() if "FATAL" in line or "PANIC" in line]
+    return (fatal[-1] if fatal else (text.strip().splitlines() or ["empty log"])[-1])[-400:]
+
+
+async def start_and_wait(plan: PitrPlan, *, timeout: float = 600) -> PitrReport:
+    """Start the server as the data directory's owner and wait until recovery reached the target and the
+    server was promoted; raise with the server log's reason when it stopped instead."""
+    argv = [
+        str(plan.bin_dir / "pg_ctl"), "-D", str(plan.pgdata), "-l", str(plan.log_file), "-w",
+        "-t", str(int(max(timeout, 1))), "start",
+    ]  # fmt: skip
+    if plan.os_user is not None and os.geteuid() == 0 and not plan.log_file.exists():
+        plan.log_file.touch(mode=0o600)
+        owner = pwd.getpwnam(plan.os_user)
+        os.chown(plan.log_file, owner.pw_uid, owner.pw_gid)
+    result = await asyncio.to_thread(_run, _as_user(plan.os_user, argv), timeout + 30)
+    if result.returncode != 0:
+        raise OperationError(f"the restored server did not start: {_log_reason(plan.log_file)} (log: {plan.log_file})")
+    deadline = time.monotonic() + timeout
+    while True:
+        state = await asyncio.to_thread(_psql, plan, "SELECT pg_is_in_recovery()")
+        if state == "f":
+            break
+        if state is None and not await asyncio.to_thread(_server_running, plan):
+            raise OperationError(f"recovery failed: {_log_reason(plan.log_file)} (log: {plan.log_file})")
+        if time.monotonic() > deadline:
+            raise OperationError(f"recovery did not finish within {timeout:.0f}s (log: {plan.log_file})")
+        await asyncio.sleep(0.3)
+    row = await asyncio.to_thread(
+        _psql,
+        plan,
+        "SELECT coalesce(pg_last_wal_replay_lsn()::text, ''), coalesce(to_char(pg_last_xact_replay_timestamp() "
+        "AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), ''), "
+        "substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)",
+    )
+    lsn, moment, timeline = (row or "||").split("|")
+    return PitrReport(
+        backup_id=plan.backup_id,
+        target=plan.target_name,
+        pgdata=str(plan.pgdata),
+        recovery_target=plan.recovery_target.describe(),
+        started=True,
+        reached_lsn=lsn or None,
+        reached_time=moment or None,
+        timeline=int(timeline, 16) if timeline else None,
+        seconds=round(time.monotonic() - plan.started_at, 3),
+        port=plan.port,
+    )
+
+
+async def restore_pitr(
+    policy: Policy,
+    target_name: str,
+    pgdata: Path,
+    *,
+    backup_ref: str = "latest",
+    target: RecoveryTarget,
+    identity: Path | None = None,
+    port: int | None = None,
+    socket_dir: Path | None = None,
+    keep_archiving: bool = False,
+    extra_settings: Mapping[str, str] | None = None,
+    os_user: str | None = None,
+    policy_path: Path | None = None,
+    start: bool = False,
+    timeout: float = 600,
+) -> PitrReport:
+    """:func:`prepare_pitr`, then (with ``start``) :func:`start_and_wait`."""
+    plan = await prepare_pitr(
+        policy,
+        target_name,
+        pgdata,
+        backup_ref=backup_ref,
+        target=target,
+        identity=identity,
+        port=port,
+        socket_dir=socket_dir,
+        keep_archiving=keep_archiving,
+        extra_settings=extra_settings,
+        os_user=os_user,
+        policy_path=policy_path,
+    )
+    if start:
+        return await start_and_wait(plan, timeout=timeout)
+    return PitrReport(
+        backup_id=plan.backup_id,
+        target=target_name,
+        pgdata=str(plan.pgdata),
+        recovery_target=target.describe(),
+        started=False,
+        reached_lsn=None,
+        reached_time=None,
+        timeline=None,
+        seconds=round(time.monotonic() - plan.started_at, 3),
+        port=plan.port,
+    )
