@@ -4,7 +4,8 @@ import json
 
 import click
 
-from dbguardian.catalog.service import Catalog
+from dbguardian.catalog.manifest import PhysicalManifest
+from dbguardian.catalog.service import AnyBackup, Catalog
 from dbguardian.cli.common import policy_from, run_async
 from dbguardian.storage import open_storage
 from dbguardian.units import format_size
@@ -28,16 +29,29 @@ def command(ctx: click.Context, target: str | None, as_json: bool) -> None:
     targets = [target] if target else sorted(policy.targets)
     records = [record for record in run_async(lambda: Catalog(storages).backups(target)) if record.target in targets]
     if as_json:
-        click.echo(json.dumps([record.to_json() for record in records], indent=2))
+        click.echo(json.dumps([record_json(record) for record in records], indent=2))
         return
     if not records:
         click.echo("no backups")
         return
-    click.echo(f"{'ID':<28} {'TARGET':<12} {'TIER':<8} {'FINISHED (UTC)':<20} {'STORED':>10} {'RAW':>10}  STORAGE")
+    click.echo(
+        f"{'ID':<28} {'TARGET':<12} {'TIER':<8} {'KIND':<8} {'FINISHED (UTC)':<20} {'STORED':>10} {'RAW':>10}  STORAGE"
+    )
     for record in records:
         manifest = record.manifest
         click.echo(
-            f"{manifest.id:<28} {manifest.target:<12} {manifest.tier:<8} "
+            f"{manifest.id:<28} {manifest.target:<12} {manifest.tier:<8} {manifest.kind:<8} "
             f"{manifest.finished_at.strftime('%Y-%m-%d %H:%M:%S'):<20} {format_size(manifest.size_bytes):>10} "
             f"{format_size(manifest.raw_size_bytes):>10}  {','.join(record.storages)}"
         )
+
+
+def record_json(record: AnyBackup) -> dict[str, object]:
+    """The catalog's JSON of a backup; for a base backup also the WAL range it spans."""
+    data = record.to_json()
+    data["kind"] = record.manifest.kind
+    if isinstance(record.manifest, PhysicalManifest):
+        data["start_lsn"] = record.manifest.start_lsn
+        data["stop_lsn"] = record.manifest.stop_lsn
+        data["timeline"] = record.manifest.timeline
+    return data

@@ -3,19 +3,24 @@
 Dead-man pings around the run, the run's metrics, then ``prune`` (after a success, under the target's
 lock) and ``health`` (always: a failure alerts at once) as follow-ups. At the daemon's start it reads
 the catalog: the newest backup of each tier is exported, and tiers whose scheduled run was missed while
-the daemon was down are caught up. The backup itself is :mod:`dbguardian.backup.logical`.
+the daemon was down are caught up. The backup itself is :mod:`dbguardian.backup.logical`, or
+:mod:`dbguardian.backup.physical` for a tier of ``kind: physical`` (given a shipper pass, so its WAL
+reaches the storages even while the WAL shipper job backs off); metrics and follow-ups are the same.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from dbguardian.alerts.pings import ping
+from dbguardian.archiving.ship import ship_spool
 from dbguardian.backup.logical import PartialBackup, run_backup
+from dbguardian.backup.physical import PartialPhysicalBackup, run_physical_backup
 from dbguardian.catalog import SAFETY_TIER, Catalog
+from dbguardian.catalog.manifest import AnyManifest
 from dbguardian.errors import DbguardianError
 from dbguardian.jobs.outcome import CatchUpPlan, JobCancelled, JobContext, JobKind, JobOutcome
 from dbguardian.logs import get_logger
@@ -24,6 +29,15 @@ from dbguardian.schedule import JobSpec, catch_up_plan
 from dbguardian.storage import open_storage
 
 log = get_logger("dbguardian.jobs.backup")
+
+Clock = Callable[[], datetime]
+
+
+async def take_backup(policy: Policy, target: str, tier: str, clock: Clock) -> AnyManifest:
+    """The backup routine of the tier's kind."""
+    if policy.target(target).tier_kind(tier) == "physical":
+        return await run_physical_backup(policy, target, tier, clock=clock, ship=ship_spool)
+    return await run_backup(policy, target, tier, clock=clock)
 
 
 def specs(policy: Policy) -> list[JobSpec]:
@@ -49,8 +63,9 @@ async def run(ctx: JobContext, spec: JobSpec) -> JobOutcome:
     pings = ctx.policy.targets[spec.target].pings
     await _ping(ctx, pings, "start", spec.target)
     started = time.monotonic()
+    manifest: AnyManifest | None
     try:
-        manifest = await run_backup(ctx.policy, spec.target, spec.tier, clock=ctx.clock)
+        manifest = await take_backup(ctx.policy, spec.target, spec.tier, ctx.clock)
     except asyncio.CancelledError:
         log.warning("backup cancelled", job=spec.id)
         outcome.result = "cancelled"
@@ -58,7 +73,7 @@ async def run(ctx: JobContext, spec: JobSpec) -> JobOutcome:
         outcome.observe("duration", *labels, value=time.monotonic() - started, op="observe")
         outcome.observe("runs", *labels, "cancelled", op="inc")
         raise JobCancelled(outcome) from None
-    except PartialBackup as partial:
+    except (PartialBackup, PartialPhysicalBackup) as partial:
         outcome.result = "partial"
         log.error("backup failed on some storages", job=spec.id, reason=ctx.reason, error=str(partial))
         manifest = partial.manifest

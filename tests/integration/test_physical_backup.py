@@ -1,0 +1,155 @@
+"""Base backups (``backup --physical`` / a physical tier) of a real PostgreSQL 15 archiving into its spool:
+what is stored, the WAL it waits for, failures that leave nothing, and the backup actually starting."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import pwd
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import zstandard
+
+from dbguardian.backup.physical import BackupPosition, needed_wal
+from dbguardian.catalog.archive import list_wal
+from dbguardian.catalog.manifest import PhysicalManifest, parse_manifest
+from dbguardian.catalog.wal import parse_lsn
+from dbguardian.storage import LocalStorage
+from dbguardian.throwaway import ThrowawayCluster, free_port, short_tempdir
+from tests.conftest import backup_dir, run_cli
+from tests.support.walcluster import WalCluster
+
+SEGMENT = 16 * 1024 * 1024
+BIN = "/usr/lib/postgresql/15/bin"
+
+
+def physical_backup(policy: Path, *args: str) -> str:
+    result = run_cli(policy, "backup", "app", *args)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    return result.stdout.strip().splitlines()[-1]
+
+
+def manifest_of(policy: Path, backup_id: str) -> PhysicalManifest:
+    manifest = parse_manifest((backup_dir(policy) / "app" / backup_id / "manifest.json").read_bytes())
+    assert isinstance(manifest, PhysicalManifest)
+    return manifest
+
+
+def position(manifest: PhysicalManifest) -> BackupPosition:
+    return BackupPosition(manifest.timeline, parse_lsn(manifest.start_lsn), parse_lsn(manifest.stop_lsn))
+
+
+def decoded(path: Path, identity: Path | None = None) -> bytes:
+    data = path.read_bytes()
+    if identity is not None:
+        data = subprocess.run(["age", "-d", "-i", str(identity)], input=data, capture_output=True, check=True).stdout
+    return zstandard.ZstdDecompressor().decompressobj().decompress(data)
+
+
+def stored_wal(root: Path) -> list[str]:
+    return [item.name for item in asyncio.run(list_wal(LocalStorage("local", root), "app"))]
+
+
+COUNT_SQL = (
+    "SELECT string_agg(format('%s=%s', c.relname, (xpath('/row/n/text()', query_to_xml("
+    "format('SELECT count(*) AS n FROM %I.%I', n.nspname, c.relname), false, true, '')))[1]::text), ',' "
+    "ORDER BY n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
+)
+
+
+def extract(tar_bytes: bytes) -> Path:
+    """The base backup as a data directory, checked file by file against its own backup_manifest."""
+    base = short_tempdir("dbgpr-")
+    data = base / "data"
+    data.mkdir(parents=True)
+    with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as archive:
+        archive.extractall(data, filter="tar")
+    verify = subprocess.run(
+        [f"{BIN}/pg_verifybackup", "--no-parse-wal", str(data)], capture_output=True, text=True, check=False
+    )
+    assert verify.returncode == 0, verify.stderr + verify.stdout
+    return data
+
+
+def start_restored(data: Path, wal: dict[str, bytes], owner_of: Path) -> ThrowawayCluster:
+    """Put the backup's WAL into pg_wal and start it on a port of its own, archiving off (crash recovery
+    from backup_label replays it)."""
+    base = data.parent
+    for name, content in wal.items():
+        (data / "pg_wal" / name).write_bytes(content)
+    port = free_port()
+    conf = data / "postgresql.conf"
+    lines = [line for line in conf.read_text().splitlines() if not line.startswith(("port =", "unix_socket_directories ="))]
+    lines += [f"port = {port}", f"unix_socket_directories = '{base / 'sock'}'", "archive_mode = off"]
+    conf.write_text("\n".join(lines) + "\n")
+    owner = owner_of.stat()
+    for root, dirs, files in os.walk(base):
+        for name in [*dirs, *files]:
+            os.chown(Path(root) / name, owner.st_uid, owner.st_gid)
+    data.chmod(0o700)
+    os_user = pwd.getpwuid(owner.st_uid).pw_name if os.geteuid() == 0 else None
+    return ThrowawayCluster(base, port=port, os_user=os_user).start()
+
+
+def test_physical_backup_streams_the_cluster_waits_for_its_wal_and_starts_again(
+    wal_cluster: WalCluster, tmp_path: Path
+) -> None:
+    policy = wal_cluster.policy(tmp_path)
+    before = wal_cluster.psql(COUNT_SQL, "app")
+    assert before.count("=") >= 3, before
+    backup_id = physical_backup(policy, "--physical")
+
+    manifest = manifest_of(policy, backup_id)
+    assert (manifest.kind, manifest.tier, manifest.timeline, manifest.pg_version) == ("physical", "manual", 1, 15)
+    assert parse_lsn(manifest.start_lsn) < parse_lsn(manifest.stop_lsn)
+    assert manifest.system_identifier == wal_cluster.psql("SELECT system_identifier FROM pg_control_system()")
+    assert manifest.database == "app" and manifest.storage == ["local"]
+    assert manifest.started_at <= manifest.finished_at
+    base = manifest.objects["base"]
+    assert base.key == f"app/{backup_id}/base.tar.zst"
+    stored = backup_dir(policy) / base.key
+    assert stored.stat().st_size == base.size_bytes == manifest.size_bytes
+    tar_bytes = decoded(stored)
+    assert len(tar_bytes) == base.raw_size_bytes
+    with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as archive:
+        names = set(archive.getnames())
+        label = archive.extractfile("backup_label")
+        assert label is not None and f"LABEL: dbguardian {backup_id}" in label.read().decode()
+    assert {"PG_VERSION", "global/pg_control", "backup_label", "backup_manifest"} <= names
+    assert not any(name.startswith("pg_wal/0") for name in names)  # -X none: the WAL comes from the archive
+
+    # Committed only with its WAL on the storage: every segment from start to stop and the .backup label.
+    needed = needed_wal(position(manifest), SEGMENT)
+    assert needed[-1].endswith(".backup")
+    assert set(needed) <= set(stored_wal(backup_dir(policy)))
+
+    listing = run_cli(policy, "list", "--json")
+    [entry] = json.loads(listing.stdout)
+    assert (entry["id"], entry["kind"], entry["tier"]) == (backup_id, "physical", "manual")
+    assert (entry["start_lsn"], entry["stop_lsn"], entry["timeline"]) == (manifest.start_lsn, manifest.stop_lsn, 1)
+    assert entry["sha256"] == base.sha256 and entry["storage"] == ["local"]
+    table = run_cli(policy, "list", "app")
+    assert "KIND" in table.stdout.splitlines()[0] and "physical" in table.stdout
+    attempt = json.loads((tmp_path / "state" / "targets" / "app.json").read_text())
+    assert attempt["last_attempt"]["result"] == "success"
+
+    # The proof: the tar plus the archived WAL start as a cluster holding the source's rows.
+    wal = {
+        name: decoded(backup_dir(policy) / "app" / "wal" / "00000001" / f"{name}.zst")
+        for name in needed
+        if not name.endswith(".backup")
+    }
+    data = extract(tar_bytes)
+    restored = start_restored(data, wal, wal_cluster.spool)
+    try:
+        assert restored.psql(COUNT_SQL, "app") == before
+    finally:
+        restored.stop()
+        shutil.rmtree(restored.base, ignore_errors=True)
