@@ -49,6 +49,8 @@ RUNBOOK = {
     "archive_command), check the spool's free space and permissions.",
     "wal_gap": "A WAL segment is missing from the archive: recovery cannot pass it. "
     "Take a base backup now (`dbguardian backup TARGET --physical`).",
+    "wal_ship": "A storage refuses WAL, or a stored object differs from the spool file of that name: see the daemon "
+    "log (wal_ship) and `dbguardian wal status TARGET`; never delete spool files by hand.",
     "base_stale": "No recent base backup: check the physical tier's runs (`dbguardian plan`, daemon log); "
     "`dbguardian backup TARGET --physical`.",
 }

@@ -49,6 +49,16 @@ class _Continuous:
     spec: JobSpec
     stop: asyncio.Event
     task: asyncio.Task[None]
+    config: object = None
+    """What of the policy the job runs with (see ``_job_config``): a reload that changes it restarts the job."""
+
+
+def _job_config(policy: Policy, target: str) -> object:
+    """The target's settings and its storages' configs: a continuous job reads the policy once, at start."""
+    config = policy.targets.get(target)
+    if config is None:
+        return None
+    return (config, tuple(policy.storage.get(name) for name in config.storage))
 
 
 class Runner:
@@ -225,7 +235,7 @@ class Runner:
     def _sync_continuous(self) -> None:
         wanted = {job_id: spec for job_id, spec in self.specs.items() if self.kinds[spec.kind].mode == "continuous"}
         for job_id, job in list(self.continuous.items()):
-            if wanted.get(job_id) != job.spec:
+            if wanted.get(job_id) != job.spec or _job_config(self.policy, job.spec.target) != job.config:
                 log.info("continuous job removed or changed by the policy; stopping it", job=job_id)
                 del self.continuous[job_id]
                 job.stop.set()
@@ -233,7 +243,8 @@ class Runner:
         for job_id, spec in wanted.items():
             if job_id not in self.continuous and not self.stopping.is_set():
                 stop = asyncio.Event()
-                self.continuous[job_id] = _Continuous(spec, stop, asyncio.create_task(self._supervise(spec, stop)))
+                task = asyncio.create_task(self._supervise(spec, stop))
+                self.continuous[job_id] = _Continuous(spec, stop, task, _job_config(self.policy, spec.target))
 
     def _cancel_later(self, task: asyncio.Task[None], grace: float) -> None:
         """Cancel ``task`` if it has not finished within ``grace`` seconds (tracked, so shutdown sees it)."""

@@ -271,6 +271,38 @@ def test_reload_restarts_a_continuous_job_whose_spec_changed(tmp_path: Path) -> 
     assert seen == ["UTC", "Europe/Berlin"]
 
 
+def test_reload_restarts_a_continuous_job_whose_target_settings_changed(tmp_path: Path) -> None:
+    """The job reads the policy once; a reload that changes its target (or the target's storages) restarts it,
+    one that changes something else leaves it running."""
+    seen: list[str] = []
+
+    async def ship(ctx: JobContext, job: JobSpec) -> JobOutcome:
+        seen.append(str(ctx.policy.targets["app"].compression.algorithm))
+        await ctx.stopping.wait()
+        return JobOutcome()
+
+    runner, _ = build(tmp_path, {"ship": kind("ship", ship, mode="continuous")})
+    gzip = make_policy(tmp_path)
+    gzip_target = gzip.targets["app"].model_copy(update={"compression": gzip.targets["app"].compression.model_copy(
+        update={"algorithm": "gzip"})})  # fmt: skip
+    gzip = gzip.model_copy(update={"targets": {"app": gzip_target}})
+
+    async def scenario() -> None:
+        runner.configure(runner.policy, {"ship:app": spec("ship")})
+        await asyncio.sleep(0.01)
+        first = runner.continuous["ship:app"].task
+        runner.configure(make_policy(tmp_path, max_concurrent_backups=3), {"ship:app": spec("ship")})
+        await asyncio.sleep(0.05)
+        assert runner.continuous["ship:app"].task is first  # nothing the job uses changed
+        runner.configure(gzip, {"ship:app": spec("ship")})
+        await asyncio.sleep(0.05)
+        assert runner.continuous["ship:app"].task is not first
+        await runner.shutdown(grace=1)
+
+    asyncio.run(scenario())
+    assert seen == ["zstd", "gzip"]
+
+
 def test_alerts_go_out_after_the_lock_and_slot_are_released(tmp_path: Path) -> None:
     """A slow alert channel must not hold up the next backup of any target."""
     busy_when_alerting: list[bool] = []
