@@ -204,8 +204,8 @@ def check_archive(
 
 def quote_conf(value: str) -> str:
     """A postgresql.conf string literal: single quotes, embedded quotes doubled, no line breaks."""
-    if "\n" in value or "\r" in value or "\x00" in value:
-        raise UsageError(f"a setting value cannot contain line breaks: {value!r}")
+    if any((ord(char) < 32 and char != "\t") or ord(char) == 127 for char in value):
+        raise UsageError(f"a setting value cannot contain line breaks or control characters: {value!r}")
     return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
