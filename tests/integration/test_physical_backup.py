@@ -9,8 +9,11 @@ import json
 import os
 import pwd
 import shutil
+import signal
 import subprocess
+import sys
 import tarfile
+import time
 from pathlib import Path
 
 import zstandard
@@ -21,7 +24,7 @@ from dbguardian.catalog.manifest import PhysicalManifest, parse_manifest
 from dbguardian.catalog.wal import parse_lsn
 from dbguardian.storage import LocalStorage
 from dbguardian.throwaway import ThrowawayCluster, free_port, short_tempdir
-from tests.conftest import backup_dir, run_cli
+from tests.conftest import PolicyFactory, backup_dir, cli_env, run_cli
 from tests.support.walcluster import WalCluster
 
 SEGMENT = 16 * 1024 * 1024
@@ -153,3 +156,94 @@ def test_physical_backup_streams_the_cluster_waits_for_its_wal_and_starts_again(
     finally:
         restored.stop()
         shutil.rmtree(restored.base, ignore_errors=True)
+
+
+def backup_objects(policy: Path) -> list[str]:
+    root = backup_dir(policy) / "app"
+    if not root.exists():
+        return []
+    return sorted(str(path.relative_to(root)) for path in root.rglob("*") if path.is_file() and "wal" not in path.parts)
+
+
+def test_a_server_without_archiving_is_refused_with_the_fix_and_leaves_nothing(
+    database: str, make_policy: PolicyFactory, tmp_path: Path
+) -> None:
+    # The session cluster archives nothing and its backup role may not replicate: both are reported.
+    policy = make_policy(database, wal={"spool": str(tmp_path / "spool")})
+    result = run_cli(policy, "backup", "app", "--physical")
+    assert result.returncode == 1
+    error = result.stderr.strip().splitlines()[-1]
+    assert "archive_mode is off: run `dbguardian wal setup app`" in error
+    assert "may not take base backups" in error and "Traceback" not in result.stderr
+    assert backup_objects(policy) == []
+    attempt = json.loads((tmp_path / "state" / "targets" / "app.json").read_text())["last_attempt"]
+    assert attempt["result"] == "failure" and "archive_mode is off" in attempt["error"]
+
+
+def test_physical_needs_wal_and_a_physical_or_manual_tier(database: str, make_policy: PolicyFactory) -> None:
+    no_wal = make_policy(database)
+    result = run_cli(no_wal, "backup", "app", "--physical")
+    assert result.returncode == 2 and "has no 'wal:' block" in result.stderr
+    logical_tier = run_cli(no_wal, "backup", "app", "--physical", "--tier", "daily")
+    assert logical_tier.returncode == 2 and "tier 'daily' of 'app' takes logical backups" in logical_tier.stderr
+
+
+def test_wal_that_never_reaches_the_storage_fails_the_backup_and_discards_it(
+    wal_cluster: WalCluster, tmp_path: Path
+) -> None:
+    # The policy's spool is not where the server archives: no shipper can move the backup's WAL.
+    elsewhere = tmp_path / "other-spool"
+    elsewhere.mkdir()
+    policy = wal_cluster.policy(
+        tmp_path, wal={"spool": str(elsewhere), "wait_for_wal": "3s", "compression": {"algorithm": "zstd"}}
+    )
+    started = time.monotonic()
+    result = run_cli(policy, "backup", "app", "--physical")
+    assert result.returncode == 1, result.stdout
+    assert time.monotonic() - started < 60
+    error = result.stderr.strip().splitlines()[-1]
+    assert "not archived within 3s: is archiving working? see `dbguardian wal status`" in error
+    assert "WAL up to 0000000100000000000000" in error
+    assert backup_objects(policy) == []
+    assert json.loads(run_cli(policy, "list", "--json").stdout) == []
+
+
+def test_an_interrupted_backup_leaves_nothing(wal_cluster: WalCluster, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "other-spool"
+    elsewhere.mkdir()
+    policy = wal_cluster.policy(tmp_path, wal={"spool": str(elsewhere), "wait_for_wal": "2m"})
+    argv = [sys.executable, "-m", "dbguardian", "--log-format", "json", "--policy", str(policy)]
+    process = subprocess.Popen(
+        [*argv, "backup", "app", "--physical"], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=cli_env()
+    )
+    assert process.stderr is not None
+    seen = []
+    for line in process.stderr:  # the tar is committed on the storage, the manifest waits for WAL
+        seen.append(line)
+        if "waiting for its WAL" in line:
+            break
+    assert any("waiting for its WAL" in line for line in seen), seen
+    assert any(name.startswith(tuple("0123456789")) and "base.tar" in name for name in backup_objects(policy))
+    process.send_signal(signal.SIGTERM)
+    rest = process.stderr.read()
+    assert process.wait(timeout=30) == 1
+    assert "interrupted by SIGTERM" in rest
+    assert backup_objects(policy) == []
+
+
+def test_encrypted_base_backup_of_a_physical_tier(wal_cluster: WalCluster, tmp_path: Path) -> None:
+    identity = tmp_path / "identity.txt"
+    keygen = subprocess.run(["age-keygen", "-o", str(identity)], capture_output=True, text=True, check=True)
+    recipient = keygen.stderr.strip().split("Public key: ")[1]
+    policy = wal_cluster.policy(tmp_path, encryption={"method": "age", "recipients": [recipient]})
+    backup_id = physical_backup(policy, "--tier", "base")
+    manifest = manifest_of(policy, backup_id)
+    assert (manifest.kind, manifest.tier) == ("physical", "base")
+    assert manifest.encryption is not None and manifest.encryption.recipients == [recipient]
+    stored = backup_dir(policy) / manifest.objects["base"].key
+    assert stored.name == "base.tar.zst.age" and stored.read_bytes().startswith(b"age-encryption.org/v1")
+    with tarfile.open(fileobj=io.BytesIO(decoded(stored, identity))) as archive:
+        assert {"PG_VERSION", "global/pg_control"} <= set(archive.getnames())
+    wal_root = backup_dir(policy) / "app" / "wal" / "00000001"
+    for name in needed_wal(position(manifest), SEGMENT):
+        assert (wal_root / f"{name}.zst.age").exists(), sorted(path.name for path in wal_root.iterdir())
