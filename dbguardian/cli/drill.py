@@ -54,9 +54,15 @@ def _print_history(entries: list[dict[str, Any]], as_json: bool) -> None:
 
 
 def _print_report(report: DrillReport) -> None:
-    click.echo(
-        f"drill of {report.target}: backup {report.backup_id} from {report.storage} into {report.database} ({report.mode})"
-    )
+    if report.kind == "pitr":
+        recovery = report.recovery
+        point = f"{recovery.get('restore_point')} at {recovery.get('restore_point_lsn')}"
+        click.echo(f"point-in-time drill of {report.target}: base backup {report.backup_id} + WAL to restore point {point}")
+        if report.rpo_seconds is not None:
+            click.echo(f"  recovery point: archived on every storage {report.rpo_seconds:.2f}s after it was made")
+    else:
+        where = f"from {report.storage} into {report.database} ({report.mode})"
+        click.echo(f"drill of {report.target}: backup {report.backup_id} {where}")
     for check in report.checks:
         click.echo(f"  {'ok  ' if check.ok else 'FAIL'} {check.name:<24} {check.observed}")
     timings = ", ".join(f"{phase} {seconds:.2f}s" for phase, seconds in report.timings.items())

@@ -18,21 +18,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import asyncpg
-
 from dbguardian.catalog import Catalog, LogicalManifest, latest
 from dbguardian.catalog.service import regular
 from dbguardian.cleanup import cleanup_failed
-from dbguardian.drill import judge, pick_backup, scratch_name
+from dbguardian.drill import pick_backup, scratch_name
 from dbguardian.errors import DbguardianError
 from dbguardian.health import Verdict
 from dbguardian.jobs.outcome import JobContext, JobKind, JobOutcome
+from dbguardian.jobs.pitr_drill import run_pitr_drill
 from dbguardian.logs import get_logger
 from dbguardian.policy import DrillConfig, Policy, TargetConfig
 from dbguardian.postgres import ConnectionInfo, connected, connection_info, find_tool
 from dbguardian.restore import Located, server_major_of
 from dbguardian.restore.pg_restore import archive, run_pg_restore
-from dbguardian.restore.verify import CheckResult, verify_counts
+from dbguardian.restore.verify import CheckResult, amcheck, user_checks, verify_counts
 from dbguardian.schedule import JobSpec
 from dbguardian.scratch import admin_session, scratch_database, throwaway_server
 from dbguardian.state import append_line
@@ -55,6 +54,12 @@ class DrillReport:
     timings: dict[str, float] = field(default_factory=dict)
     rto_target_seconds: float | None = None
     rto_ok: bool | None = None
+    kind: str = "logical"
+    """``logical`` (a pg_dump backup into a scratch database) or ``pitr`` (base backup + WAL to a restore point)."""
+    rpo_seconds: float | None = None
+    """PITR drills: from creating the restore point until its WAL was on every storage (the recovery point achieved)."""
+    recovery: dict[str, object] = field(default_factory=dict)
+    """PITR drills: the restore point, its LSN and what recovery reached."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -90,42 +95,12 @@ async def drill_server(
         yield server
 
 
-async def _user_checks(connection: asyncpg.Connection, config: DrillConfig) -> list[CheckResult]:
-    results = []
-    for check in config.checks:
-        try:
-            value = await connection.fetchval(check.sql)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-            results.append(CheckResult(f"check: {check.name}", False, f"query failed: {error}", check.expect))
-            continue
-        observed = "no value (NULL or no row)" if value is None else f"returned {value!r}"
-        results.append(CheckResult(f"check: {check.name}", judge(value, check.expect), observed, check.expect))
-    return results
-
-
-async def _amcheck(connection: asyncpg.Connection) -> CheckResult:
-    try:
-        await connection.execute("CREATE EXTENSION IF NOT EXISTS amcheck")
-        indexes = await connection.fetch(
-            """SELECT c.oid, n.nspname || '.' || c.relname AS name
-               FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
-               JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_am a ON a.oid = c.relam
-               WHERE a.amname = 'btree' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-                 AND n.nspname NOT LIKE 'pg\\_toast%'"""
-        )
-        for index in indexes:
-            await connection.execute("SELECT bt_index_check($1::oid::regclass, true)", index["oid"])
-    except (asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-        return CheckResult("amcheck", False, f"{error}", "every B-tree index passes bt_index_check")
-    return CheckResult("amcheck", True, f"{len(indexes)} B-tree indexes checked", "every B-tree index passes bt_index_check")
-
-
 async def _verify(info: ConnectionInfo, manifest: LogicalManifest, config: DrillConfig) -> list[CheckResult]:
     async with connected(info) as connection:
         results = (await verify_counts(connection, manifest)).checks
-        results += await _user_checks(connection, config)
+        results += await user_checks(connection, config)
         if config.amcheck:
-            results.append(await _amcheck(connection))
+            results.append(await amcheck(connection))
     return results
 
 
@@ -137,8 +112,17 @@ async def run_drill(
     report = DrillReport(target_name, None, None, config.mode, None, datetime.now(UTC).isoformat())
     report.rto_target_seconds = config.rto_target.total_seconds() if config.rto_target else None
     started = time.monotonic()
+    report.kind = target.drill_kind
+    if report.kind == "pitr":
+        report.mode = "local_cluster"
     try:
-        await _drill(policy, target_name, target, config, backup_id, rng or random.Random(), report)
+        if report.kind == "pitr":
+            report.checks, report.recovery = await run_pitr_drill(policy, target_name, config, backup_id, report.timings)
+            report.backup_id = str(report.recovery.get("backup_id"))
+            rpo = report.recovery.get("rpo_seconds")
+            report.rpo_seconds = float(rpo) if isinstance(rpo, int | float) else None
+        else:
+            await _drill(policy, target_name, target, config, backup_id, rng or random.Random(), report)
     except DbguardianError as error:
         report.error = str(error)
     except asyncio.CancelledError:
@@ -245,6 +229,8 @@ async def run(ctx: JobContext, spec: JobSpec) -> JobOutcome:
         outcome.observe("drill_last_success", spec.target, value=ctx.clock().timestamp())
     for phase, seconds in report.timings.items():
         outcome.observe("drill_duration", spec.target, phase, value=seconds)
+    if report.rpo_seconds is not None:
+        outcome.observe("drill_rpo", spec.target, value=report.rpo_seconds)
     expected = "the latest restore drill passes every check"
     if report.rto_target_seconds is not None:
         expected += f" within {report.rto_target_seconds:g}s"

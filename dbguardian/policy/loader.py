@@ -59,7 +59,9 @@ def load_policy(path: Path) -> Policy:
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
         problem = getattr(error, "problem", None) or str(error)
         raise PolicyError([f"policy: YAML syntax error{where}: {problem}"]) from None
-    return parse_policy(data)
+    policy = parse_policy(data)
+    policy._source_path = path.absolute()
+    return policy
 
 
 def summarize(policy: Policy) -> str:

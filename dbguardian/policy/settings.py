@@ -12,7 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -58,6 +58,9 @@ class Policy(BaseSettings):
         case_sensitive=False,
     )
 
+    _source_path: Path | None = PrivateAttr(default=None)
+    """The file the policy was read from (``load_policy``): a restored server's restore_command reads it."""
+
     version: Literal[1]
     state_dir: AbsolutePath
     timezone: str = "UTC"
@@ -73,6 +76,10 @@ class Policy(BaseSettings):
     metrics: MetricsConfig = MetricsConfig()
     health: HealthOverrides = HealthOverrides()
     alerts: AlertsConfig = AlertsConfig()
+
+    @property
+    def source_path(self) -> Path | None:
+        return self._source_path
 
     def target(self, name: str) -> TargetConfig:
         """The named target; an unknown name is the caller's mistake (UsageError, exit 2)."""

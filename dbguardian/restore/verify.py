@@ -12,7 +12,9 @@ import asyncpg
 
 from dbguardian.catalog import LogicalManifest
 from dbguardian.dbfacts import compare_counts, compare_object_counts, count_rows, object_counts
+from dbguardian.drill import judge
 from dbguardian.errors import VerificationError
+from dbguardian.policy import DrillConfig
 
 
 @dataclass
@@ -61,3 +63,33 @@ async def verify_counts(connection: asyncpg.Connection, manifest: LogicalManifes
         ),
     ]
     return CountsVerdict(checks, tables, rows)
+
+
+async def user_checks(connection: asyncpg.Connection, config: DrillConfig) -> list[CheckResult]:
+    results = []
+    for check in config.checks:
+        try:
+            value = await connection.fetchval(check.sql)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            results.append(CheckResult(f"check: {check.name}", False, f"query failed: {error}", check.expect))
+            continue
+        observed = "no value (NULL or no row)" if value is None else f"returned {value!r}"
+        results.append(CheckResult(f"check: {check.name}", judge(value, check.expect), observed, check.expect))
+    return results
+
+
+async def amcheck(connection: asyncpg.Connection) -> CheckResult:
+    try:
+        await connection.execute("CREATE EXTENSION IF NOT EXISTS amcheck")
+        indexes = await connection.fetch(
+            """SELECT c.oid, n.nspname || '.' || c.relname AS name
+               FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+               JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_am a ON a.oid = c.relam
+               WHERE a.amname = 'btree' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+                 AND n.nspname NOT LIKE 'pg\\_toast%'"""
+        )
+        for index in indexes:
+            await connection.execute("SELECT bt_index_check($1::oid::regclass, true)", index["oid"])
+    except (asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+        return CheckResult("amcheck", False, f"{error}", "every B-tree index passes bt_index_check")
+    return CheckResult("amcheck", True, f"{len(indexes)} B-tree indexes checked", "every B-tree index passes bt_index_check")
