@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tarfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import zstandard
@@ -22,6 +23,9 @@ from dbguardian.backup.physical import BackupPosition, needed_wal
 from dbguardian.catalog.archive import list_wal
 from dbguardian.catalog.manifest import PhysicalManifest, parse_manifest
 from dbguardian.catalog.wal import parse_lsn
+from dbguardian.jobs import backup as backup_job
+from dbguardian.jobs.outcome import JobContext
+from dbguardian.policy import load_policy
 from dbguardian.storage import LocalStorage
 from dbguardian.throwaway import ThrowawayCluster, free_port, short_tempdir
 from tests.conftest import PolicyFactory, backup_dir, cli_env, run_cli
@@ -247,3 +251,15 @@ def test_encrypted_base_backup_of_a_physical_tier(wal_cluster: WalCluster, tmp_p
     wal_root = backup_dir(policy) / "app" / "wal" / "00000001"
     for name in needed_wal(position(manifest), SEGMENT):
         assert (wal_root / f"{name}.zst.age").exists(), sorted(path.name for path in wal_root.iterdir())
+
+
+def test_the_scheduled_job_of_a_physical_tier_takes_a_base_backup(wal_cluster: WalCluster, tmp_path: Path) -> None:
+    policy = load_policy(wal_cluster.policy(tmp_path))
+    spec = next(spec for spec in backup_job.specs(policy) if spec.tier == "base")
+    ctx = JobContext(policy, lambda: datetime.now(UTC), [spec], lambda target: False, asyncio.Event(), lambda _: None)
+    outcome = asyncio.run(backup_job.run(ctx, spec))
+    assert outcome.result == "success" and outcome.follow_ups == ["prune", "health"]
+    metrics = {(item.metric, item.labels) for item in outcome.observations}
+    assert ("last_success", ("app", "base")) in metrics and ("runs", ("app", "base", "success")) in metrics
+    [entry] = json.loads(run_cli(wal_cluster.policy(tmp_path), "list", "--json").stdout)
+    assert (entry["kind"], entry["tier"]) == ("physical", "base")
