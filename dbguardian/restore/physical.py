@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import os
 import pwd
+import shlex
 import shutil
 import subprocess
 import sys
@@ -324,13 +325,23 @@ class PitrReport:
     timeline: int | None
     seconds: float
     port: int | None
+    socket_dir: str | None = None
+    """Where the restored server's unix socket is (``psql -h <socket_dir> -p <port>``)."""
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
 
 
+EXECUTABLE_ENV = "DBGUARDIAN_RESTORE_EXECUTABLE"
+
+
 def dbguardian_executable() -> list[str]:
-    """How restore_command runs dbguardian: the installed script next to this interpreter, else ``-m``."""
+    """How restore_command runs dbguardian: ``$DBGUARDIAN_RESTORE_EXECUTABLE`` (shell words; for installs
+    where the server's OS user runs dbguardian differently), else the installed script next to this
+    interpreter, else ``python -m dbguardian``."""
+    override = os.environ.get(EXECUTABLE_ENV, "").strip()
+    if override:
+        return shlex.split(override)
     script = Path(sys.executable).parent / "dbguardian"
     if script.is_file() and os.access(script, os.X_OK):
         return [str(script)]
@@ -629,6 +640,7 @@ async def start_and_wait(plan: PitrPlan, *, timeout: float = 600) -> PitrReport:
         timeline=int(timeline, 16) if timeline else None,
         seconds=round(time.monotonic() - plan.started_at, 3),
         port=plan.port,
+        socket_dir=str(plan.socket_dir),
     )
 
 
@@ -677,4 +689,5 @@ async def restore_pitr(
         timeline=None,
         seconds=round(time.monotonic() - plan.started_at, 3),
         port=plan.port,
+        socket_dir=str(plan.socket_dir),
     )

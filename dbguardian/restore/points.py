@@ -52,8 +52,11 @@ async def create_restore_point(
     async with connected(info) as connection:
         try:
             async with connection.transaction():
-                lsn = await connection.fetchval("SELECT pg_create_restore_point($1)::text", name)
-                segment = await connection.fetchval("SELECT pg_walfile_name($1::pg_lsn)", lsn)
+                row = await connection.fetchrow(
+                    "SELECT lsn::text AS lsn, pg_walfile_name(lsn) AS segment FROM pg_create_restore_point($1) AS lsn", name
+                )
+                assert row is not None
+                lsn, segment = row["lsn"], row["segment"]
             await connection.fetchval("SELECT pg_switch_wal()")
         except asyncpg.InsufficientPrivilegeError:
             role = info.libpq_env().get("PGUSER", "the backup role")

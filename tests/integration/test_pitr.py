@@ -1,0 +1,169 @@
+"""Point-in-time recovery end to end on a real PostgreSQL 15 archiving into its spool: base backup
+(`backup --physical`) + WAL shipped by `restore-point --wait`, then `restore --pitr --start` to a name, a
+time and the end of the archive, each compared with table checksums taken at that moment."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dbguardian.throwaway import free_port, short_tempdir
+from tests.conftest import run_cli
+from tests.support.walcluster import WalCluster
+
+BIN = "/usr/lib/postgresql/15/bin"
+CHECKSUM = "SELECT coalesce(md5(string_agg(t::text, ',' ORDER BY id)), 'none') FROM t"
+OS_USER = "postgres"
+
+
+def as_server_user(argv: list[str]) -> list[str]:
+    return ["runuser", "-u", OS_USER, "--", *argv] if os.geteuid() == 0 else argv
+
+
+def executable_env(base: Path) -> dict[str, str]:
+    """restore_command runs dbguardian as the server's OS user. Where that user cannot run this
+    interpreter (a venv under /root), a wrapper runs the system Python of the same version on this
+    checkout and its installed packages."""
+    probe = subprocess.run(as_server_user([sys.executable, "-V"]), capture_output=True, check=False)
+    if probe.returncode == 0:
+        return {}
+    paths = ":".join([str(Path(__file__).resolve().parents[2]), sysconfig.get_paths()["purelib"]])
+    wrapper = base / "dbguardian-as-server-user"
+    python = f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
+    wrapper.write_text(f'#!/bin/sh\nPYTHONPATH={paths} exec {python} -m dbguardian "$@"\n')
+    wrapper.chmod(0o755)
+    return {"DBGUARDIAN_RESTORE_EXECUTABLE": str(wrapper)}
+
+
+def give_to_server_user(path: Path) -> None:
+    """Local storage and policy readable by the OS user that runs restore_command (as on a DB host,
+    where dbguardian runs as that user)."""
+    if os.geteuid() == 0:
+        subprocess.run(["chown", "-R", f"{OS_USER}:", str(path)], check=True)
+
+
+class Restored:
+    def __init__(self, report: dict[str, object]) -> None:
+        self.report = report
+        self.pgdata = Path(str(report["pgdata"]))
+
+    def psql(self, sql: str, database: str = "app") -> str:
+        argv = [f"{BIN}/psql", "-X", "-A", "-t", "-h", str(self.report["socket_dir"]), "-p", str(self.report["port"])]
+        result = subprocess.run(
+            as_server_user([*argv, "-U", "postgres", "-d", database, "-c", sql]), capture_output=True, text=True, check=False
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+    def stop(self) -> None:
+        subprocess.run(
+            as_server_user([f"{BIN}/pg_ctl", "-D", str(self.pgdata), "-m", "immediate", "stop"]),
+            capture_output=True,
+            check=False,
+        )
+
+
+@pytest.fixture
+def restored() -> Iterator[list[Restored]]:
+    started: list[Restored] = []
+    yield started
+    for server in started:
+        server.stop()
+
+
+def restore(policy: Path, env: dict[str, str], pgdata: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_cli(policy, "restore", "app", "--pitr", "--pgdata", str(pgdata), *args, "--json", timeout=180, **env)
+
+
+def started(policy: Path, env: dict[str, str], pgdata: Path, servers: list[Restored], *args: str) -> Restored:
+    port = free_port()
+    result = restore(policy, env, pgdata, *args, "--start", "--port", str(port))
+    assert result.returncode == 0, result.stderr[-2000:]
+    server = Restored(json.loads(result.stdout))
+    servers.append(server)
+    assert server.report["port"] == port and server.report["started"] is True
+    assert server.report["timeline"] == 2 and server.report["reached_lsn"]
+    assert server.psql("SHOW archive_mode") == "off"
+    assert server.psql("SELECT pg_is_in_recovery()") == "f"
+    return server
+
+
+def test_pitr_to_name_time_and_latest(wal_cluster: WalCluster, restored: list[Restored]) -> None:
+    base = short_tempdir("dbgpitr-")
+    try:
+        policy = wal_cluster.policy(base)
+        env = executable_env(base)
+        wal_cluster.psql("GRANT EXECUTE ON FUNCTION pg_create_restore_point(text), pg_switch_wal() TO backup")
+        wal_cluster.psql(
+            "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, 'a' || g FROM generate_series(1, 100) g"
+        )
+        backup = run_cli(policy, "backup", "app", "--physical")
+        assert backup.returncode == 0, backup.stderr
+        backup_id = backup.stdout.strip().splitlines()[-1]
+
+        # After the backup: more rows, a restore point, the moment, then the table dropped.
+        wal_cluster.psql(
+            "INSERT INTO t SELECT g, 'b' || g FROM generate_series(101, 250) g; UPDATE t SET v = 'c' WHERE id % 7 = 0"
+        )
+        at_point = wal_cluster.psql(CHECKSUM)
+        point = run_cli(policy, "restore-point", "app", "before_drop", "--wait", "--json")
+        assert point.returncode == 0, point.stderr
+        assert json.loads(point.stdout)["archived"] is True
+        wal_cluster.psql("INSERT INTO t VALUES (1000, 'after the point')")
+        at_time = wal_cluster.psql(CHECKSUM)
+        moment = wal_cluster.psql(
+            "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+        )
+        time.sleep(0.05)
+        wal_cluster.psql("DROP TABLE t; CREATE TABLE u AS SELECT 1 AS x")
+        end = run_cli(policy, "restore-point", "app", "end", "--wait")
+        assert end.returncode == 0, end.stderr
+        give_to_server_user(base)
+
+        by_name = started(policy, env, base / "by-name", restored, "--to-name", "before_drop")
+        assert by_name.report["backup_id"] == backup_id
+        assert by_name.psql(CHECKSUM) == at_point
+        assert by_name.psql("SELECT count(*) FROM pg_class WHERE relname = 'u'") == "0"
+
+        by_time = started(policy, env, base / "by-time", restored, "--to-time", moment)
+        assert by_time.psql(CHECKSUM) == at_time != at_point
+        assert str(by_time.report["reached_time"]) <= moment
+
+        latest = started(policy, env, base / "latest", restored, "--to-latest")
+        assert latest.psql("SELECT count(*) FROM pg_class WHERE relname = 't'") == "0"
+        assert latest.psql("SELECT x FROM u") == "1"
+
+        # A restored copy archives nothing: no timeline-2 file reaches the source's spool or storage.
+        for server in restored:
+            server.psql("SELECT pg_switch_wal()", "postgres")
+        time.sleep(1)
+        assert not [p.name for p in wal_cluster.spool.iterdir() if p.name.startswith("00000002")]
+        assert not list((base / "backups" / "app" / "wal").glob("00000002"))
+
+        # Refusals: before the backup's end, past the archived WAL, a non-empty data directory.
+        early = restore(policy, env, base / "early", "--to-time", "2000-01-01T00:00:00Z")
+        assert early.returncode == 1 and "before the end of base backup" in early.stderr, early.stderr
+        future = restore(policy, env, base / "future", "--to-time", "2999-01-01T00:00:00Z")
+        assert future.returncode == 1 and "past the archived WAL (newest segment" in future.stderr, future.stderr
+        assert not (base / "future").exists() or not any((base / "future").iterdir())
+        naive = restore(policy, env, base / "naive", "--to-time", "2026-01-01T00:00:00")
+        assert naive.returncode == 2 and "no time zone" in naive.stderr
+        busy = base / "busy"
+        busy.mkdir()
+        (busy / "keep.txt").write_text("mine")
+        refused = restore(policy, env, busy, "--to-latest")
+        assert refused.returncode == 1 and "not an empty directory" in refused.stderr, refused.stderr
+        assert (busy / "keep.txt").read_text() == "mine"
+    finally:
+        for server in restored:
+            server.stop()
+        shutil.rmtree(base, ignore_errors=True)
