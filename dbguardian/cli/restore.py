@@ -185,6 +185,6 @@ def _restore_pitr(
         return
     click.echo(
         f"extracted base backup {report.backup_id} of {target} into {report.pgdata}, recovery to {goal} set up "
-        f"(port {report.port}). Next: start it as the data directory's owner, e.g.\n"
-        f"  pg_ctl -D {report.pgdata} -l {report.pgdata}/dbguardian-pitr.log start"
+        f"(port {report.port}, socket directory {report.socket_dir}). Next, start it as the data directory's "
+        f"owner; it replays the WAL, stops at the target and is promoted:\n  {report.start_command}"
     )

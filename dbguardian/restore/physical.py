@@ -327,6 +327,8 @@ class PitrReport:
     port: int | None
     socket_dir: str | None = None
     """Where the restored server's unix socket is (``psql -h <socket_dir> -p <port>``)."""
+    start_command: str | None = None
+    """When not started: the command that starts it (as the data directory's owner)."""
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
@@ -690,4 +692,5 @@ async def restore_pitr(
         seconds=round(time.monotonic() - plan.started_at, 3),
         port=plan.port,
         socket_dir=str(plan.socket_dir),
+        start_command=plan.start_command(),
     )

@@ -12,6 +12,7 @@ import sys
 import sysconfig
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -129,18 +130,50 @@ def test_pitr_to_name_time_and_latest(wal_cluster: WalCluster, restored: list[Re
         assert end.returncode == 0, end.stderr
         give_to_server_user(base)
 
-        by_name = started(policy, env, base / "by-name", restored, "--to-name", "before_drop")
+        # The restores run side by side (each replays through wal-fetch as the server's OS user).
+        with ThreadPoolExecutor(4) as pool:
+            jobs = {
+                "name": pool.submit(started, policy, env, base / "by-name", restored, "--to-name", "before_drop"),
+                "time": pool.submit(started, policy, env, base / "by-time", restored, "--to-time", moment),
+                "latest": pool.submit(started, policy, env, base / "latest", restored, "--to-latest"),
+                "missing": pool.submit(
+                    restore,
+                    policy,
+                    env,
+                    base / "missing",
+                    "--to-name",
+                    "no_such_point",
+                    "--start",
+                    "--port",
+                    str(free_port()),
+                ),
+                "prepared": pool.submit(
+                    run_cli, policy, "restore", "app", "--pitr", "--pgdata", str(base / "prepared"), timeout=180, **env
+                ),
+            }
+        by_name, by_time, latest = (jobs[kind].result() for kind in ("name", "time", "latest"))
         assert by_name.report["backup_id"] == backup_id
         assert by_name.psql(CHECKSUM) == at_point
         assert by_name.psql("SELECT count(*) FROM pg_class WHERE relname = 'u'") == "0"
 
-        by_time = started(policy, env, base / "by-time", restored, "--to-time", moment)
         assert by_time.psql(CHECKSUM) == at_time != at_point
         assert str(by_time.report["reached_time"]) <= moment
 
-        latest = started(policy, env, base / "latest", restored, "--to-latest")
         assert latest.psql("SELECT count(*) FROM pg_class WHERE relname = 't'") == "0"
         assert latest.psql("SELECT x FROM u") == "1"
+
+        missing = jobs["missing"].result()
+        assert missing.returncode == 1 and "recovery target was not reached" in missing.stderr, missing.stderr[-2000:]
+
+        # Without --start: a data directory ready to start, and the command that starts it.
+        prepared = jobs["prepared"].result()
+        assert prepared.returncode == 0, prepared.stderr[-2000:]
+        assert "Next, start it" in prepared.stdout and f"pg_ctl -D {base / 'prepared'}" in prepared.stdout
+        assert (base / "prepared" / "recovery.signal").exists() and (base / "prepared" / "backup_label").exists()
+        assert not (base / "prepared" / "postmaster.pid").exists()
+        settings = (base / "prepared" / "postgresql.auto.conf").read_text()
+        assert f"wal-fetch --policy {policy} --target app %f %p'" in settings and "archive_mode = 'off'" in settings
+        assert (base / "prepared").stat().st_mode & 0o777 == 0o700
 
         # A restored copy archives nothing: no timeline-2 file reaches the source's spool or storage.
         for server in restored:
