@@ -1,5 +1,6 @@
 """A real Prometheus with the shipped rules scrapes a real daemon: the stale-backup alert fires, the daemon-down
-alert does not, every rule evaluates without error and every dashboard query runs."""
+alert does not, every rule evaluates without error and every dashboard query runs; on a target with `wal:` the
+WAL rules evaluate on the daemon's real WAL verdicts and gauges."""
 
 from __future__ import annotations
 
@@ -18,9 +19,11 @@ import pytest
 import yaml
 
 from dbguardian.throwaway import free_port
+from dbguardian.walhealth import WAL_CHECKS
 from tests.conftest import PolicyFactory
 from tests.support.daemon import DaemonProcess
 from tests.support.pg import backup
+from tests.support.walcluster import WalCluster
 from tests.unit.test_prometheus_rules import RULES, dashboard_queries, variable_selectors
 
 pytestmark = pytest.mark.skipif(
@@ -199,6 +202,13 @@ def test_stale_backup_alert_fires_in_a_real_prometheus(
         "DbguardianMissedRuns",
         "DbguardianPolicyReloadFailed",
         "DbguardianHealthChecksNotRunning",
+        # A target without `wal:` exports no WAL metric or verdict: the WAL alerts stay out of it.
+        "DbguardianWalArchivingStale",
+        "DbguardianWalBacklog",
+        "DbguardianWalShipFailing",
+        "DbguardianArchiverFailing",
+        "DbguardianWalGap",
+        "DbguardianBaseBackupTooOld",
     ):
         assert quiet not in active, active
     for active_alert in prometheus.alerts():  # templates that fail render as "<error expanding template: ...>"
@@ -220,11 +230,87 @@ def test_stale_backup_alert_fires_in_a_real_prometheus(
     assert {s["metric"]["check"] for s in results["Health checks A"] if s["metric"]["target"] == "app"} >= {"stale"}
     assert {s["metric"]["job_id"] for s in results["Next runs A"]} == {"backup:app:daily", "health:app", "drill:app"}
     assert float(results["Failing health checks A"][0]["value"][1]) >= 1
+    # The WAL row's queries run too; without a `wal:` target they have nothing to show.
+    assert results["Recovery point (RPO) A"] == [] and results["WAL ship duration A"] == []
     # ...and the variables offer the target and its tiers.
     for name, expected in {"target": "app", "tier": "daily"}.items():
         selector, label = variable_selectors()[name]
         answer = prometheus.api(f"label/{label}/values", **{"match[]": selector})
         assert answer["status"] == "success" and expected in answer["data"], (name, answer)
+
+    prometheus.stop()
+    assert daemon.stop() == 0
+
+
+def test_wal_rules_and_panels_on_a_real_wal_target(
+    wal_cluster: WalCluster,
+    tmp_path: Path,
+    daemons: list[DaemonProcess],
+    prometheus_servers: list[PrometheusServer],
+) -> None:
+    """A target with `wal:` and a physical tier but no base backup yet: the daemon's real `base_stale` verdict
+    fires DbguardianBaseBackupTooOld, PostgreSQL's archiver works (DbguardianArchiverFailing stays out), every WAL
+    rule evaluates and the WAL row's queries find the target."""
+    port = free_port()
+    policy = wal_cluster.policy(tmp_path)
+    document = yaml.safe_load(policy.read_text())
+    document.update(metrics={"listen": f"127.0.0.1:{port}"}, catch_up=False, health={"every": "1s"})
+    policy.write_text(yaml.safe_dump(document, sort_keys=False))
+    wal_cluster.wait_archived(wal_cluster.switch_wal())  # a real segment in the spool (or shipped, with a shipper)
+    daemon = DaemonProcess(policy, port)
+    daemons.append(daemon)
+    daemon.wait_ready()
+
+    prometheus = PrometheusServer(tmp_path, rules_without_waiting(tmp_path), port)
+    prometheus_servers.append(prometheus)
+    prometheus.wait_for("prometheus ready", lambda: prometheus.get("/-/ready")[0] == 200)
+
+    def firing(name: str) -> dict[str, Any] | None:
+        for alert in prometheus.alerts():
+            if alert["labels"]["alertname"] == name and alert["state"] == "firing":
+                return alert
+        return None
+
+    def diagnosis() -> str:
+        alerts = json.dumps(prometheus.alerts(), indent=1)[-3000:]
+        return f"alerts: {alerts}\ndaemon log: {daemon.log_path.read_text()[-2000:]}"
+
+    alert = prometheus.wait_for(
+        "DbguardianBaseBackupTooOld firing", lambda: firing("DbguardianBaseBackupTooOld"), context=diagnosis
+    )
+    assert alert["labels"] == {
+        "alertname": "DbguardianBaseBackupTooOld",
+        "severity": "warning",
+        "job": "dbguardian",
+        "instance": f"127.0.0.1:{port}",
+        "target": "app",
+    }
+    assert alert["annotations"]["summary"] == "dbguardian: no recent base backup of target app"
+    assert "`dbguardian backup app --physical`" in alert["annotations"]["runbook"]
+
+    # The daemon judged the real pg_stat_archiver: no failure, so that alert is not active at all.
+    def wal_verdicts() -> dict[str, str] | None:
+        samples = prometheus.query('dbguardian_health_check_ok{target="app"}')
+        verdicts = {sample["metric"]["check"]: sample["value"][1] for sample in samples}
+        return verdicts if set(WAL_CHECKS) <= set(verdicts) else None
+
+    checks = prometheus.wait_for("every WAL verdict scraped", wal_verdicts, context=diagnosis)
+    assert checks["archiver_failing"] == "1" and checks["base_stale"] == "0", checks
+    active = {a["labels"]["alertname"] for a in prometheus.alerts()}
+    assert "DbguardianArchiverFailing" not in active and "DbguardianWalShipFailing" not in active, active
+    for active_alert in prometheus.alerts():
+        assert "error expanding template" not in json.dumps(active_alert["annotations"]), active_alert
+
+    groups = prometheus.api("rules", type="alert")["data"]["groups"]
+    evaluated = {rule["name"]: (rule["health"], rule.get("lastError", "")) for group in groups for rule in group["rules"]}
+    assert all(health == ("ok", "") for health in evaluated.values()), evaluated
+
+    # The WAL row: the spool gauges of the health job (and the shipper, when one runs) reach the panels.
+    results = {
+        f"{title} {ref}": prometheus.api("query", query=expr)["data"]["result"] for title, ref, expr in dashboard_queries()
+    }
+    assert {sample["metric"]["target"] for sample in results["WAL spool A"]} == {"app"}
+    assert {sample["metric"]["target"] for sample in results["WAL waiting in the spool A"]} == {"app"}
 
     prometheus.stop()
     assert daemon.stop() == 0

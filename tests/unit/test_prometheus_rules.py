@@ -28,6 +28,20 @@ REQUIRED_ALERTS = {
     "DbguardianDaemonDown",
     "DbguardianMissedRuns",
     "DbguardianPolicyReloadFailed",
+    "DbguardianWalArchivingStale",
+    "DbguardianWalBacklog",
+    "DbguardianWalShipFailing",
+    "DbguardianArchiverFailing",
+    "DbguardianWalGap",
+    "DbguardianBaseBackupTooOld",
+}
+CRITICAL_ALERTS = {
+    "DbguardianBackupTooOld",
+    "DbguardianIntegrityFailure",
+    "DbguardianDaemonDown",
+    "DbguardianWalArchivingStale",
+    "DbguardianArchiverFailing",
+    "DbguardianWalGap",
 }
 DATASOURCE = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
 
@@ -82,8 +96,8 @@ def test_every_alert_has_severity_for_and_runbook() -> None:
         assert {"summary", "description", "runbook"} <= set(annotations), rule["alert"]
         assert "README.md" in annotations["runbook"], rule["alert"]
     severities = {rule["alert"]: rule["labels"]["severity"] for rule in rules}
-    for critical in ("DbguardianBackupTooOld", "DbguardianIntegrityFailure", "DbguardianDaemonDown"):
-        assert severities[critical] == "critical"
+    for critical in CRITICAL_ALERTS:
+        assert severities[critical] == "critical", critical
 
 
 def test_every_alert_is_unit_tested_firing_and_quiet() -> None:
@@ -115,11 +129,11 @@ def load_dashboard() -> dict[str, Any]:
 
 
 def dashboard_queries() -> list[tuple[str, str, str]]:
-    """(panel title, refId, PromQL with the variables filled in) for every query of every panel."""
+    """(panel title, refId, PromQL with the variables filled in) for every query of every panel (rows have none)."""
     return [
         (panel["title"], target["refId"], substitute(target["expr"]))
         for panel in load_dashboard()["panels"]
-        for target in panel["targets"]
+        for target in panel.get("targets", [])
     ]
 
 
@@ -157,14 +171,18 @@ def test_dashboard_structure() -> None:
     assert len(ids) == len(set(ids)), "panel ids must be unique"
     cells: set[tuple[int, int]] = set()
     for panel in panels:
-        assert panel["datasource"] == DATASOURCE, panel["title"]
-        assert panel["description"], panel["title"]
-        refs = [target["refId"] for target in panel["targets"]]
-        assert refs and len(refs) == len(set(refs)), panel["title"]
-        for target in panel["targets"]:
-            assert target["datasource"] == DATASOURCE, panel["title"]
-            assert target["expr"].strip(), panel["title"]
         grid = panel["gridPos"]
+        if panel["type"] == "row":  # an expanded row: a full-width header; its panels follow it at top level
+            assert (grid["x"], grid["w"], grid["h"]) == (0, 24, 1), panel["title"]
+            assert panel["collapsed"] is False and panel["panels"] == [] and "targets" not in panel, panel["title"]
+        else:
+            assert panel["datasource"] == DATASOURCE, panel["title"]
+            assert panel["description"], panel["title"]
+            refs = [target["refId"] for target in panel["targets"]]
+            assert refs and len(refs) == len(set(refs)), panel["title"]
+            for target in panel["targets"]:
+                assert target["datasource"] == DATASOURCE, panel["title"]
+                assert target["expr"].strip(), panel["title"]
         assert grid["x"] >= 0 and grid["w"] > 0 and grid["x"] + grid["w"] <= 24, panel["title"]
         area = {(x, y) for x in range(grid["x"], grid["x"] + grid["w"]) for y in range(grid["y"], grid["y"] + grid["h"])}
         assert not area & cells, f"{panel['title']} overlaps another panel"
@@ -173,7 +191,7 @@ def test_dashboard_structure() -> None:
 
 def test_dashboard_covers_the_backup_metrics() -> None:
     panels = load_dashboard()["panels"]
-    exprs = " ".join(target["expr"] for panel in panels for target in panel["targets"])
+    exprs = " ".join(target["expr"] for panel in panels for target in panel.get("targets", []))
     for metric in (
         "dbguardian_backup_last_success_timestamp_seconds",
         "dbguardian_backup_age_seconds",
@@ -194,6 +212,45 @@ def test_dashboard_covers_the_backup_metrics() -> None:
     assert types["Newest backup age"] == "stat"
     assert types["Backup age by target and tier"] == "timeseries"
     assert types["Health checks"] == "table"
+
+
+WAL_METRICS = (
+    "dbguardian_rpo_seconds",
+    "dbguardian_drill_rpo_seconds",
+    "dbguardian_wal_last_archived_timestamp_seconds",
+    "dbguardian_wal_spool_segments",
+    "dbguardian_wal_spool_bytes",
+    "dbguardian_wal_segments_shipped_total",
+    "dbguardian_wal_ship_failures_total",
+    "dbguardian_wal_ship_duration_seconds_bucket",
+    "dbguardian_wal_ship_duration_seconds_sum",
+    "dbguardian_wal_ship_duration_seconds_count",
+)
+
+
+def test_dashboard_covers_the_wal_metrics_in_their_row() -> None:
+    panels = load_dashboard()["panels"]
+    rows = [panel for panel in panels if panel["type"] == "row"]
+    assert [row["title"] for row in rows] == ["WAL archiving"]
+    row_y = rows[0]["gridPos"]["y"]
+    wal_panels = [panel for panel in panels if panel["type"] != "row" and panel["gridPos"]["y"] > row_y]
+    # Every panel under the row is about WAL, and every panel about WAL is under the row.
+    for panel in panels:
+        if panel["type"] == "row":
+            continue
+        exprs = " ".join(target["expr"] for target in panel["targets"])
+        about_wal = any(metric in exprs for metric in WAL_METRICS)
+        assert about_wal == (panel in wal_panels), panel["title"]
+        assert panel["gridPos"]["y"] > row_y or panel["gridPos"]["y"] + panel["gridPos"]["h"] <= row_y, panel["title"]
+    exprs = " ".join(target["expr"] for panel in wal_panels for target in panel["targets"])
+    for metric in WAL_METRICS:
+        assert metric in exprs, metric
+    assert "time() - max by (target, storage) (dbguardian_wal_last_archived_timestamp_seconds" in exprs
+    assert "histogram_quantile(0.95, sum by (target, le) (rate(dbguardian_wal_ship_duration_seconds_bucket" in exprs
+    types = {panel["title"]: panel["type"] for panel in wal_panels}
+    assert types["Recovery point (RPO)"] == "stat"
+    assert types["Recovery point by target"] == "timeseries"
+    assert types["Newest archived WAL age by storage"] == "timeseries"
 
 
 @needs_promtool
