@@ -269,6 +269,9 @@ def check_member(member: tarfile.TarInfo) -> str:
     return name
 
 
+_HAS_FILTERS = hasattr(tarfile, "fully_trusted_filter")
+
+
 def extract_tar(stream: IO[bytes], pgdata: Path) -> int:
     """Extract a tar stream (read sequentially, ``r|``) into ``pgdata``; returns the member count."""
     count = 0
@@ -278,7 +281,11 @@ def extract_tar(stream: IO[bytes], pgdata: Path) -> int:
             member.uid = member.gid = 0
             member.uname = member.gname = ""
             member.mode = 0o700 if member.isdir() else (member.mode & 0o700) | 0o600
-            archive.extract(member, pgdata, numeric_owner=True, filter="fully_trusted")
+            # Members are checked above; Python < 3.11.4 has no extraction filters (and needs none here).
+            if _HAS_FILTERS:
+                archive.extract(member, pgdata, numeric_owner=True, filter="fully_trusted")
+            else:
+                archive.extract(member, pgdata, numeric_owner=True)
             count += 1
     return count
 

@@ -12,8 +12,9 @@ import sys
 import sysconfig
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -131,8 +132,8 @@ def test_pitr_to_name_time_and_latest(wal_cluster: WalCluster, restored: list[Re
         give_to_server_user(base)
 
         # The restores run side by side (each replays through wal-fetch as the server's OS user).
-        with ThreadPoolExecutor(4) as pool:
-            jobs = {
+        with ThreadPoolExecutor(5) as pool:
+            jobs: dict[str, Future[Any]] = {
                 "name": pool.submit(started, policy, env, base / "by-name", restored, "--to-name", "before_drop"),
                 "time": pool.submit(started, policy, env, base / "by-time", restored, "--to-time", moment),
                 "latest": pool.submit(started, policy, env, base / "latest", restored, "--to-latest"),
