@@ -201,3 +201,46 @@ def test_pitr_to_name_time_and_latest(wal_cluster: WalCluster, restored: list[Re
         for server in restored:
             server.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_encrypted_pitr_with_identity(wal_cluster: WalCluster, restored: list[Restored]) -> None:
+    """Base backup and WAL encrypted with age: restore_command gets the identity file's path; a file the
+    server's OS user cannot read is refused before anything is extracted."""
+    base = short_tempdir("dbgpitr-")
+    try:
+        identity = base / "identity.txt"
+        keygen = subprocess.run(["age-keygen", "-o", str(identity)], capture_output=True, text=True, check=True)
+        recipient = keygen.stderr.strip().split("Public key: ")[1]
+        policy = wal_cluster.policy(base, encryption={"method": "age", "recipients": [recipient]})
+        env = executable_env(base)
+        wal_cluster.psql("GRANT EXECUTE ON FUNCTION pg_create_restore_point(text), pg_switch_wal() TO backup")
+        wal_cluster.psql(
+            "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, 's' || g FROM generate_series(1, 50) g"
+        )
+        backup = run_cli(policy, "backup", "app", "--physical")
+        assert backup.returncode == 0, backup.stderr
+        wal_cluster.psql("INSERT INTO t VALUES (51, 'after the backup')")
+        expected = wal_cluster.psql(CHECKSUM)
+        point = run_cli(policy, "restore-point", "app", "secret_point", "--wait")
+        assert point.returncode == 0, point.stderr
+        wal_cluster.psql("DELETE FROM t")
+        assert list((base / "backups" / "app" / "wal" / "00000001").glob("*.zst.age"))
+        give_to_server_user(base)
+
+        identity.chmod(0o600)
+        os.chown(identity, 0, 0)
+        if os.geteuid() == 0:
+            unreadable = restore(policy, env, base / "unreadable", "--to-name", "secret_point", "--identity", str(identity))
+            assert unreadable.returncode == 2 and "is not readable by OS user postgres" in unreadable.stderr, (
+                unreadable.stderr
+            )
+            assert not (base / "unreadable").exists() or not any((base / "unreadable").iterdir())
+        give_to_server_user(identity)
+
+        server = started(policy, env, base / "restored", restored, "--to-name", "secret_point", "--identity", str(identity))
+        assert server.psql(CHECKSUM) == expected
+        assert str(identity) in (base / "restored" / "postgresql.auto.conf").read_text()
+    finally:
+        for server in restored:
+            server.stop()
+        shutil.rmtree(base, ignore_errors=True)
