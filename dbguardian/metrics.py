@@ -188,7 +188,7 @@ class Metrics:
         )
         self.rpo = Gauge(
             "dbguardian_rpo_seconds",
-            "Current recovery point: age of the newest WAL archived on every storage of the target.",
+            "Current recovery point: age of the newest WAL on the target's best storage (at most archive_timeout when caught up).",
             ["target"],
             registry=registry,
         )

@@ -110,14 +110,26 @@ def scan_spool(spool: Path) -> SpoolState:
     return SpoolState(files, total, datetime.fromtimestamp(oldest[0], UTC), oldest[1])
 
 
+def spool_names(spool: Path) -> list[str]:
+    try:
+        return [path.name for path in spool.iterdir() if is_wal_file_name(path.name)]
+    except FileNotFoundError:
+        return []
+
+
 def storage_wal(
     archived: Sequence[ArchivedWal],
     bases: Iterable[PhysicalManifest],
     last_archived: str | None,
     segment_size: int = DEFAULT_SEGMENT_SIZE,
+    *,
+    waiting: Iterable[str] = (),
 ) -> StorageWal:
     """What one storage holds, with the gaps per timeline: from the oldest base backup's start segment on
-    that timeline (else the timeline's first archived segment) up to its newest archived segment."""
+    that timeline (else the timeline's first archived segment) up to its newest archived segment.
+
+    ``waiting``: files still in the spool. The shipper sends several at once, so a later segment can be
+    stored before an earlier one; a segment on its way is not a gap."""
     names = [item.name for item in archived]
     newest = newest_segment(archived, segment_size)
     floors: dict[int, int] = {}
@@ -133,7 +145,7 @@ def storage_wal(
     for timeline, numbers in sorted(by_timeline.items()):
         # WAL older than the oldest base backup may be missing (pruned or never needed); from it on, none may.
         floor = floors.get(timeline, min(numbers))
-        missing += missing_segments(names, timeline, floor, max(numbers), segment_size=segment_size)
+        missing += missing_segments([*names, *waiting], timeline, floor, max(numbers), segment_size=segment_size)
     return StorageWal(
         newest_segment=None if newest is None else newest.name,
         newest_at=None if newest is None else newest.modified,
@@ -195,6 +207,8 @@ async def wal_status(
     last_archived = None if archiver is None else archiver.last_archived_wal
     per_storage: dict[str, StorageWal] = {}
     newest_base: datetime | None = None
+    spool = scan_spool(target.wal.spool)
+    waiting = spool_names(target.wal.spool)
     for storage in storages:
         try:
             archived = await list_wal(storage, target_name)
@@ -205,10 +219,10 @@ async def wal_status(
         bases = [r.manifest for r in records if isinstance(r.manifest, PhysicalManifest)]
         for base in bases:
             newest_base = max(newest_base or base.finished_at, base.finished_at)
-        per_storage[storage.name] = storage_wal(archived, bases, last_archived)
+        per_storage[storage.name] = storage_wal(archived, bases, last_archived, waiting=waiting)
     facts = WalFacts(
         storages=per_storage,
-        spool=scan_spool(target.wal.spool),
+        spool=spool,
         archiver=archiver,
         newest_base_at=newest_base,
         base_max_age=base_max_age(tier_periods(policy, target_name, now)),

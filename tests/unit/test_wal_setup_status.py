@@ -121,3 +121,9 @@ def test_spool_scan_counts_finished_files_only(tmp_path: Path) -> None:
     state = scan_spool(tmp_path)
     assert (state.files, state.bytes) == (2, 15)
     assert state.oldest_name in {"000000010000000000000003", "00000002.history"}
+
+
+def test_a_segment_still_in_the_spool_is_not_a_gap() -> None:
+    wal = archived("000000010000000000000004", "000000010000000000000006")
+    assert storage_wal(wal, [base("0/4000028")], None).gaps == ("000000010000000000000006"[:-1] + "5",)
+    assert storage_wal(wal, [base("0/4000028")], None, waiting=["000000010000000000000005"]).gap_count == 0
