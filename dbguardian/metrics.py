@@ -188,7 +188,7 @@ class Metrics:
         )
         self.rpo = Gauge(
             "dbguardian_rpo_seconds",
-            "Current recovery point: age of the newest WAL on the target's best storage (at most archive_timeout when caught up).",
+            "Recovery point now: age of the newest WAL on the target's best storage (≤ archive_timeout if caught up).",
             ["target"],
             registry=registry,
         )
