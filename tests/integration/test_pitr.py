@@ -120,6 +120,7 @@ def test_pitr_to_name_time_and_latest(wal_cluster: WalCluster, restored: list[Re
         point = run_cli(policy, "restore-point", "app", "before_drop", "--wait", "--json")
         assert point.returncode == 0, point.stderr
         assert json.loads(point.stdout)["archived"] is True
+        point_lsn = json.loads(point.stdout)["lsn"]
         wal_cluster.psql("INSERT INTO t VALUES (1000, 'after the point')")
         at_time = wal_cluster.psql(CHECKSUM)
         moment = wal_cluster.psql(
@@ -132,11 +133,12 @@ def test_pitr_to_name_time_and_latest(wal_cluster: WalCluster, restored: list[Re
         give_to_server_user(base)
 
         # The restores run side by side (each replays through wal-fetch as the server's OS user).
-        with ThreadPoolExecutor(5) as pool:
+        with ThreadPoolExecutor(6) as pool:
             jobs: dict[str, Future[Any]] = {
                 "name": pool.submit(started, policy, env, base / "by-name", restored, "--to-name", "before_drop"),
                 "time": pool.submit(started, policy, env, base / "by-time", restored, "--to-time", moment),
                 "latest": pool.submit(started, policy, env, base / "latest", restored, "--to-latest"),
+                "lsn": pool.submit(started, policy, env, base / "by-lsn", restored, "--to-lsn", point_lsn),
                 "missing": pool.submit(
                     restore,
                     policy,
@@ -156,6 +158,10 @@ def test_pitr_to_name_time_and_latest(wal_cluster: WalCluster, restored: list[Re
         assert by_name.report["backup_id"] == backup_id
         assert by_name.psql(CHECKSUM) == at_point
         assert by_name.psql("SELECT count(*) FROM pg_class WHERE relname = 'u'") == "0"
+
+        by_lsn = jobs["lsn"].result()
+        assert by_lsn.psql(CHECKSUM) == at_point
+        assert by_lsn.report["recovery_target"] == {"kind": "lsn", "value": point_lsn}
 
         assert by_time.psql(CHECKSUM) == at_time != at_point
         assert str(by_time.report["reached_time"]) <= moment
