@@ -41,7 +41,7 @@ from dbguardian.catalog.wal import DEFAULT_SEGMENT_SIZE, format_lsn, parse_lsn, 
 from dbguardian.errors import BackupNotFound, OperationError, RestoreRefused, ToolError, UsageError
 from dbguardian.logs import get_logger
 from dbguardian.pipeline.read import read_verified
-from dbguardian.policy import Policy
+from dbguardian.policy import DEFAULT_POLICY_PATH, Policy
 from dbguardian.postgres import find_tool
 from dbguardian.storage import target_storages
 from dbguardian.throwaway import free_port
@@ -496,9 +496,11 @@ async def prepare_pitr(
                 f"identity file {identity} is not readable by OS user {os_user}, who runs restore_command; "
                 "give that user read access (the file is passed by path, never copied)"
             )
-    if policy_path is None:
-        raise UsageError("point-in-time restore needs the policy file's path (restore_command reads it)")
+    if policy_path is None:  # the CLI's default: $DBGUARDIAN_POLICY, else /etc/dbguardian/policy.yaml
+        policy_path = Path(os.environ.get("DBGUARDIAN_POLICY") or DEFAULT_POLICY_PATH)
     policy_path = policy_path.absolute()
+    if not policy_path.is_file():
+        raise UsageError(f"policy {policy_path} does not exist; restore_command reads it (pass its path)")
     if not readable_by(policy_path, os_user):
         raise UsageError(f"policy {policy_path} is not readable by OS user {os_user}, who runs restore_command")
 
@@ -618,8 +620,9 @@ async def start_and_wait(plan: PitrPlan, *, timeout: float = 600) -> PitrReport:
         owner = pwd.getpwnam(plan.os_user)
         os.chown(plan.log_file, owner.pw_uid, owner.pw_gid)
     result = await asyncio.to_thread(_run, _as_user(plan.os_user, argv), timeout + 30)
-    if result.returncode != 0:
+    if result.returncode != 0 and not await asyncio.to_thread(_server_running, plan):
         raise OperationError(f"the restored server did not start: {_log_reason(plan.log_file)} (log: {plan.log_file})")
+    # pg_ctl -w gives up after its timeout while a long recovery still runs: the server's state decides.
     deadline = time.monotonic() + timeout
     while True:
         state = await asyncio.to_thread(_psql, plan, "SELECT pg_is_in_recovery()")
