@@ -10,6 +10,7 @@ import asyncio
 import secrets
 import struct
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from moto.server import ThreadedMotoServer
 
 from dbguardian.archiving.fetch import fetch_wal
 from dbguardian.archiving.ship import ship_spool
+from dbguardian.archiving.status import wal_status
 from dbguardian.catalog.wal import Segment
 from dbguardian.policy import Policy, parse_policy
 from dbguardian.throwaway import free_port
@@ -98,10 +100,20 @@ def test_s3_down_keeps_the_spool_then_everything_ships_and_fetches_back(tmp_path
     assert sorted(path.name for path in spool.iterdir()) == sorted(files)
 
     live = policy(tmp_path, bucket, moto_url)
+    waiting = asyncio.run(wal_status(live, "app", datetime.now(UTC)))  # S3 up, nothing shipped to it yet
+    assert waiting.facts.spool.files == 4 and waiting.facts.storages["offsite"].newest_segment is None
+    assert {v.check: v.ok for v in waiting.verdicts}["wal_stale"] is False
     back = asyncio.run(ship_spool(live, "app"))
     assert back.shipped == sorted(files) and back.failures == {}
     assert back.written == {"offsite": 4}  # local already had them: nothing twice
     assert list(spool.iterdir()) == []
+    status = asyncio.run(wal_status(live, "app", datetime.now(UTC)))
+    newest = max(files)
+    assert {name: (s.newest_segment, s.gap_count) for name, s in status.facts.storages.items()} == {
+        "offsite": (newest, 0),
+        "local": (newest, 0),
+    }
+    assert {v.check: v.ok for v in status.verdicts}["wal_gap"] is True
 
     # A file already stored (a crash between the write and the spool removal) is recognised by its content.
     name, data = segment(6)
