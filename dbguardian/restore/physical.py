@@ -496,8 +496,8 @@ async def prepare_pitr(
                 f"identity file {identity} is not readable by OS user {os_user}, who runs restore_command; "
                 "give that user read access (the file is passed by path, never copied)"
             )
-    if policy_path is None:  # the CLI's default: $DBGUARDIAN_POLICY, else /etc/dbguardian/policy.yaml
-        policy_path = Path(os.environ.get("DBGUARDIAN_POLICY") or DEFAULT_POLICY_PATH)
+    if policy_path is None:  # the file it was loaded from, else the CLI's default
+        policy_path = policy.source_path or Path(os.environ.get("DBGUARDIAN_POLICY") or DEFAULT_POLICY_PATH)
     policy_path = policy_path.absolute()
     if not policy_path.is_file():
         raise UsageError(f"policy {policy_path} does not exist; restore_command reads it (pass its path)")
