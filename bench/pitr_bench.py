@@ -531,6 +531,10 @@ def main() -> None:
                 log(f"{variant.name}: restored + promoted in {seconds:.2f}s (pgbench_history rows {rows})")
                 shutil.rmtree(pgdata, ignore_errors=True)
         report([variant.result for variant in variants], args)
+    except BaseException:
+        args.keep = True  # the servers' and restores' logs are the evidence
+        log(f"failed: keeping {args.workdir}")
+        raise
     finally:
         for variant in variants:
             if isinstance(variant, Dbguardian):
