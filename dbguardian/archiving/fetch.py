@@ -24,13 +24,12 @@ import asyncio
 import contextlib
 import os
 import secrets
-import struct
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from dbguardian.catalog import keys
 from dbguardian.catalog.archive import ArchivedWal, find_wal, suffix_codec, wal_suffix
-from dbguardian.catalog.wal import check_segment_size, classify, next_segment_name, parse_segment_name
+from dbguardian.catalog.wal import classify, next_segment_name
 from dbguardian.errors import ObjectNotFound, OperationError, PipelineError, StorageError, UsageError
 from dbguardian.files import open_private, private_dirs
 from dbguardian.pipeline.encrypt import decrypt_stream, identity_file
@@ -38,55 +37,16 @@ from dbguardian.pipeline.stages import decompressor
 from dbguardian.pipeline.streams import through_stage
 from dbguardian.policy import Policy
 from dbguardian.storage import Storage, target_storages
+from dbguardian.walfile import LONG_HEADER, fsync_dir, prefetch_dir, serve_prefetched
+from dbguardian.walfile import PREFETCH_DIR as PREFETCH_DIR
+from dbguardian.walfile import check_wal_file as check_wal_file
 
-PREFETCH_DIR = ".dbguardian-prefetch"
-DEFAULT_PREFETCH = 4
+DEFAULT_PREFETCH = 8
 TEMP_MARK = ".tmp-"
-
-# XLogLongPageHeaderData (little-endian): xlp_magic u16, xlp_info u16, xlp_tli u32, xlp_pageaddr u64,
-# xlp_rem_len u32, padding to 24, xlp_sysid u64, xlp_seg_size u32, xlp_xlog_blcksz u32.
-_LONG_HEADER = struct.Struct("<HHIQI4xQII")
-XLP_LONG_HEADER = 0x0002
 
 
 class WalNotArchived(OperationError):
     """No storage of the target has the requested WAL file."""
-
-
-def check_wal_file(name: str, head: bytes, size: int) -> None:
-    """Raise PipelineError unless ``head`` (the first bytes) and ``size`` fit the WAL file ``name``.
-
-    Segments (and ``.partial`` segments) are checked against their first page's long header; ``.history``
-    and ``.backup`` files are text of any length.
-    """
-    kind = classify(name).kind
-    if kind not in ("segment", "partial"):
-        return
-    if len(head) < _LONG_HEADER.size:
-        raise PipelineError(f"{name}: {size} bytes is no WAL segment")
-    _magic, info, _tli, pageaddr, _rem, _sysid, seg_size, _blcksz = _LONG_HEADER.unpack_from(head)
-    if not info & XLP_LONG_HEADER:
-        raise PipelineError(f"{name}: the first page has no long header; this is not the start of a WAL segment")
-    try:
-        check_segment_size(seg_size)
-    except ValueError:
-        raise PipelineError(f"{name}: the header's segment size {seg_size} is invalid; not a WAL segment") from None
-    if size != seg_size:
-        raise PipelineError(f"{name}: {size} bytes, a segment of this cluster is {seg_size}; the file is truncated")
-    stem = name.removesuffix(".partial")
-    expected = parse_segment_name(stem, seg_size).start_lsn(seg_size)
-    if pageaddr != expected:
-        raise PipelineError(
-            f"{name}: the first page is at {pageaddr:#x}, the name says {expected:#x}; the object holds another segment"
-        )
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _temp_beside(path: Path) -> Path:
@@ -122,15 +82,15 @@ async def _download(storage: Storage, archived: ArchivedWal, name: str, dest: Pa
         head = b""
         with open_private(temp, "wb", exclusive=True) as out:
             async for chunk in _decoded(storage, archived, identity):
-                if len(head) < _LONG_HEADER.size:
-                    head += chunk[: _LONG_HEADER.size]
+                if len(head) < LONG_HEADER.size:
+                    head += chunk[: LONG_HEADER.size]
                 size += len(chunk)
                 await asyncio.to_thread(out.write, chunk)
             check_wal_file(name, head, size)
             out.flush()
             await asyncio.to_thread(os.fsync, out.fileno())
         temp.rename(dest)
-        _fsync_dir(dest.parent)
+        fsync_dir(dest.parent)
     finally:
         temp.unlink(missing_ok=True)
 
@@ -150,29 +110,6 @@ async def _fetch_from_storages(
             problems.append(f"{storage.name}: {error}")
     detail = f" (and {'; '.join(problems)})" if problems else ""
     raise WalNotArchived(f"{name} is not archived on any storage of target {target_name!r}{detail}")
-
-
-def prefetch_dir(dest: Path) -> Path:
-    return dest.parent / PREFETCH_DIR
-
-
-def _serve_prefetched(name: str, dest: Path) -> bool:
-    """Move a prefetched copy of ``name`` to ``dest`` after checking it again; False when there is none."""
-    cached = prefetch_dir(dest) / name
-    try:
-        with open(cached, "rb") as handle:
-            head = handle.read(_LONG_HEADER.size)
-            size = os.fstat(handle.fileno()).st_size
-    except FileNotFoundError:
-        return False
-    try:
-        check_wal_file(name, head, size)
-    except PipelineError:
-        cached.unlink(missing_ok=True)
-        return False
-    cached.replace(dest)
-    _fsync_dir(dest.parent)
-    return True
 
 
 def stale_prefetched(names: list[str], requested: str) -> list[str]:
@@ -221,7 +158,7 @@ async def fetch_wal(
         raise UsageError(f"target {target_name!r} has no 'wal:' block")
     cache = prefetch_dir(dest)
     await asyncio.to_thread(_clean_prefetch, cache, name)
-    if await asyncio.to_thread(_serve_prefetched, name, dest):
+    if await asyncio.to_thread(serve_prefetched, name, dest):
         return "prefetch"
     storages = target_storages(policy, target_name)
     suffix = wal_suffix(target.wal.compression.algorithm, None if target.encryption is None else target.encryption.method)

@@ -30,7 +30,7 @@ import click
 @click.option(
     "--prefetch",
     type=click.IntRange(0, 64),
-    default=4,
+    default=8,
     show_default=True,
     help="On a download, also fetch this many following segments (served to the next calls); 0: off.",
 )
@@ -52,6 +52,11 @@ def command(
     Exit 0 when DEST holds the file (decrypted, decompressed, checked, written
     atomically); 1 when no storage has it.
     """
+    from dbguardian.walfile import serve_prefetched
+
+    # Most calls of a replay find their segment prefetched: hand it over without loading the policy.
+    if prefetch and serve_prefetched(name, dest):
+        return
     from dbguardian.archiving.fetch import fetch_wal
     from dbguardian.cli.common import run_async
     from dbguardian.errors import DbguardianError, UsageError

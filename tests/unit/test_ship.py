@@ -205,3 +205,42 @@ def test_missing_spool_is_an_empty_one(tmp_path: Path) -> None:
     policy = make_policy(tmp_path, {"a": tmp_path / "a"})
     report = asyncio.run(ship_spool(policy, "app"))
     assert report.shipped == report.waiting == [] and report.spool_files == 0
+
+
+def test_walfile_segment_arithmetic_agrees_with_catalog_wal() -> None:
+    from dbguardian.catalog.wal import parse_segment_name
+    from dbguardian.walfile import segment_start
+
+    for size in (1 << 20, 16 << 20, 1 << 30):
+        for name in ("000000010000000000000001", "0000000300000A2B000000FF"[:16] + f"{(1 << 32) // size - 1:08X}"):
+            assert segment_start(name, size) == parse_segment_name(name, size).start_lsn(size)
+    assert segment_start("00000002.history", 16 << 20) is None
+
+
+def test_the_cli_serves_a_prefetched_segment_without_loading_the_policy(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    name = "000000010000000000000003"
+    cache = tmp_path / "pg_wal" / ".dbguardian-prefetch"
+    cache.mkdir(parents=True)
+    data = header(3 * 16 * MiB) + bytes(16 * MiB - 40)
+    (cache / name).write_bytes(data)
+    code = "\n".join([
+        "import sys, dbguardian.cli as c",
+        "sys.argv = ['dbguardian', '--policy', '/nonexistent', 'wal-fetch', *sys.argv[1:]]",
+        "try:",
+        "    c.main()",
+        "finally:",
+        "    loaded = sorted(m for m in sys.modules if m.startswith(('pydantic', 'dbguardian.policy')))",
+        "    print(loaded, file=sys.stderr)",
+    ])  # fmt: skip
+    dest = tmp_path / "pg_wal" / "RECOVERYXLOG"
+    result = subprocess.run([sys.executable, "-c", code, name, str(dest)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert dest.read_bytes() == data and not (cache / name).exists()
+    assert result.stderr.strip().splitlines()[-1] == "[]"  # neither pydantic nor the policy was imported
+    # Not prefetched: the slow path, which needs the policy (missing here: exit 2, one line).
+    again = subprocess.run([sys.executable, "-c", code, "000000010000000000000004", str(dest)], capture_output=True,
+                           text=True, check=False)  # fmt: skip
+    assert again.returncode == 2 and "cannot read /nonexistent" in again.stderr
