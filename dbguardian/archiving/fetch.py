@@ -46,7 +46,11 @@ TEMP_MARK = ".tmp-"
 
 
 class WalNotArchived(OperationError):
-    """No storage of the target has the requested WAL file."""
+    """Every storage of the target answered, and none has the requested WAL file."""
+
+
+class WalUnavailable(OperationError):
+    """The file was not found, but some storage failed (unreachable, corrupt object): it may exist."""
 
 
 def _temp_beside(path: Path) -> Path:
@@ -108,8 +112,9 @@ async def _fetch_from_storages(
             return storage.name
         except (StorageError, PipelineError) as error:
             problems.append(f"{storage.name}: {error}")
-    detail = f" (and {'; '.join(problems)})" if problems else ""
-    raise WalNotArchived(f"{name} is not archived on any storage of target {target_name!r}{detail}")
+    if problems:  # unknown whether it is archived: must not read as the end of the archive
+        raise WalUnavailable(f"{name}: no storage of target {target_name!r} could provide it: {'; '.join(problems)}")
+    raise WalNotArchived(f"{name} is not archived on any storage of target {target_name!r}")
 
 
 def stale_prefetched(names: list[str], requested: str) -> list[str]:

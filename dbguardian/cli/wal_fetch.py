@@ -1,8 +1,9 @@
 """`dbguardian wal-fetch`: PostgreSQL's ``restore_command`` — one archived WAL file back into ``pg_wal``.
 
-Runs once per segment during recovery (fewer with prefetch), so the library is imported only once the
-arguments are parsed. Errors are one line on stderr: exit 1 when no storage has the file (PostgreSQL
-asks for files that do not exist and takes 1 as "not archived"), 2 for bad usage or policy.
+Runs once per segment during recovery; a prefetched segment is handed over before anything heavy is
+imported. Errors are one line on stderr: exit 1 only when no storage has the file (PostgreSQL asks for
+files that do not exist and takes 1 as "not archived"); every other failure exits 126 (see
+``STOP_RECOVERY``): an unreachable storage must never look like the end of the archive.
 """
 
 from __future__ import annotations
@@ -10,6 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+
+STOP_RECOVERY = 126
+"""PostgreSQL treats a restore_command exit status above 125 like a signal: recovery stops (FATAL)
+instead of ending as if the archive ended there. Restart the server once the cause is fixed."""
 
 
 @click.command("wal-fetch")
@@ -50,16 +55,20 @@ def command(
     restore_command = 'dbguardian --policy /etc/dbguardian/policy.yaml wal-fetch --target app %f %p'
 
     Exit 0 when DEST holds the file (decrypted, decompressed, checked, written
-    atomically); 1 when no storage has it.
+    atomically); 1 when every storage answered and none has it (PostgreSQL then
+    ends recovery: the end of the archive); 126 for anything else (a storage that
+    did not answer, a bad policy or identity, a corrupt object), which makes
+    PostgreSQL stop recovery instead of promoting at the wrong point.
     """
     from dbguardian.walfile import serve_prefetched
 
     # Most calls of a replay find their segment prefetched: hand it over without loading the policy.
     if prefetch and serve_prefetched(name, dest):
         return
-    from dbguardian.archiving.fetch import fetch_wal
+    from dbguardian.archiving.fetch import WalNotArchived, fetch_wal
     from dbguardian.cli.common import run_async
     from dbguardian.errors import DbguardianError, UsageError
+    from dbguardian.logs import redact_text
     from dbguardian.policy import load_policy
 
     try:
@@ -68,7 +77,12 @@ def command(
         if len(names) != 1:
             raise UsageError("several targets have wal:; name one with --target" if names else "no target has wal:")
         run_async(lambda: fetch_wal(policy, names[0], name, dest, identity=identity, prefetch=prefetch))
+    except WalNotArchived as error:
+        click.echo(f"error: {error}", err=True)
+        ctx.exit(1)
     except DbguardianError as error:
-        from dbguardian.cli.common import fail
-
-        fail(error)
+        click.echo(f"error: {redact_text(str(error))}", err=True)
+        ctx.exit(STOP_RECOVERY)
+    except Exception as error:  # a bug must not read as "not archived" either
+        click.echo(f"error: wal-fetch failed unexpectedly: {error!r}", err=True)
+        ctx.exit(STOP_RECOVERY)

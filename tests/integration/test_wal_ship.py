@@ -166,7 +166,7 @@ def test_encrypted_wal_is_fetched_with_the_identity(wal_cluster: WalCluster, tmp
 
     dest = tmp_path / "RECOVERYXLOG"
     refused = run_cli(policy_path, "wal-fetch", name, str(dest))
-    assert refused.returncode == 2 and "--identity" in refused.stderr and not dest.exists()
+    assert refused.returncode == 126 and "--identity" in refused.stderr and not dest.exists()
     result = run_cli(policy_path, "wal-fetch", "--identity", str(tmp_path / "id.txt"), name, str(dest))
     assert result.returncode == 0, result.stderr
     assert dest.read_bytes() == original
@@ -196,6 +196,6 @@ def test_fetch_refuses_a_stored_object_that_is_not_the_segment(
         shutil.copy(folder / second, folder / first)
     dest = tmp_path / "RECOVERYXLOG"
     result = run_cli(policy_path, "wal-fetch", "--prefetch", "0", first, str(dest))
-    assert result.returncode == 1
+    assert result.returncode == 126  # recovery must stop, not end as if the archive ended here
     assert ("truncated" if corrupt == "truncated" else "another segment") in result.stderr
     assert not dest.exists()

@@ -18,7 +18,7 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from dbguardian.archiving.fetch import fetch_wal
+from dbguardian.archiving.fetch import WalUnavailable, fetch_wal
 from dbguardian.archiving.ship import ship_spool
 from dbguardian.archiving.status import wal_status
 from dbguardian.catalog.wal import Segment
@@ -94,10 +94,15 @@ def test_s3_down_keeps_the_spool_then_everything_ships_and_fetches_back(tmp_path
     for name, data in files.items():
         (spool / name).write_bytes(data)
 
-    down = asyncio.run(ship_spool(policy(tmp_path, bucket, f"http://127.0.0.1:{free_port()}"), "app"))
+    unreachable = policy(tmp_path, bucket, f"http://127.0.0.1:{free_port()}")
+    down = asyncio.run(ship_spool(unreachable, "app"))
     assert down.shipped == [] and down.waiting == sorted(files)
     assert set(down.failures) == {"offsite"} and down.written == {"local": 4}
     assert sorted(path.name for path in spool.iterdir()) == sorted(files)
+
+    # Not on local, and S3 does not answer: that is not "not archived" (exit 1 would end a recovery there).
+    with pytest.raises(WalUnavailable, match="could provide it"):
+        asyncio.run(fetch_wal(unreachable, "app", "00000002.history", tmp_path / "HISTORY", identity=None))
 
     live = policy(tmp_path, bucket, moto_url)
     waiting = asyncio.run(wal_status(live, "app", datetime.now(UTC)))  # S3 up, nothing shipped to it yet

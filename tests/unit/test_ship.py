@@ -240,7 +240,7 @@ def test_the_cli_serves_a_prefetched_segment_without_loading_the_policy(tmp_path
     assert result.returncode == 0, result.stderr
     assert dest.read_bytes() == data and not (cache / name).exists()
     assert result.stderr.strip().splitlines()[-1] == "[]"  # neither pydantic nor the policy was imported
-    # Not prefetched: the slow path, which needs the policy (missing here: exit 2, one line).
+    # Not prefetched: the slow path, which needs the policy (missing here: exit 126, so recovery stops).
     again = subprocess.run([sys.executable, "-c", code, "000000010000000000000004", str(dest)], capture_output=True,
                            text=True, check=False)  # fmt: skip
-    assert again.returncode == 2 and "cannot read /nonexistent" in again.stderr
+    assert again.returncode == 126 and "cannot read /nonexistent" in again.stderr
