@@ -157,7 +157,9 @@ async def fetch_wal(
     try:
         classify(name)
     except ValueError as error:
-        raise UsageError(str(error)) from None
+        # PostgreSQL asks for names no archive can hold (00000001.history at the end of every recovery):
+        # for those the answer is "not archived", which lets recovery finish.
+        raise WalNotArchived(f"{name} is not archived: {error}") from None
     target = policy.target(target_name)
     if target.wal is None:
         raise UsageError(f"target {target_name!r} has no 'wal:' block")
