@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import asyncpg
 
@@ -16,7 +17,7 @@ from dbguardian import __version__
 from dbguardian.backup.codec import compression_stage, encryption_stage
 from dbguardian.catalog import keys
 from dbguardian.catalog.leftovers import remove_leftovers
-from dbguardian.catalog.manifest import Compression, Encryption, LogicalManifest, StoredObject, TableCount
+from dbguardian.catalog.manifest import BaseManifest, Compression, Encryption, LogicalManifest, StoredObject, TableCount
 from dbguardian.catalog.service import commit_manifest
 from dbguardian.cleanup import cleanup_failed
 from dbguardian.dbfacts import count_rows, object_counts, server_facts
@@ -197,20 +198,7 @@ async def backup_database(
         await asyncio.shield(discard_objects(all_storages, target_name, backup_id))
         raise
 
-    committed_on: list[str] = []
-    for storage in storages:
-        try:
-            await commit_manifest(storage, manifest)
-            committed_on.append(storage.name)
-        except OperationError as error:
-            failures[storage.name] = str(error)
-    # Objects on storages that failed part-way are useless without a manifest: remove them now.
-    await asyncio.shield(discard_objects([s for s in all_storages if s.name not in committed_on], target_name, backup_id))
-    if not committed_on:
-        detail = "; ".join(f"{name}: {reason}" for name, reason in failures.items())
-        raise OperationError(f"backup {backup_id} was committed nowhere: {detail}")
-    if committed_on != manifest.storage:
-        manifest = manifest.model_copy(update={"storage": committed_on})
+    manifest = await commit_everywhere(manifest, storages, all_storages, failures, "backup")
     progress.finish()
     log.info(
         "backup committed",
@@ -226,6 +214,32 @@ async def backup_database(
     )
     if failures:
         raise PartialBackup(manifest, failures)
+    return manifest
+
+
+M = TypeVar("M", bound=BaseManifest)
+
+
+async def commit_everywhere(
+    manifest: M, storages: Sequence[Storage], all_storages: Sequence[Storage], failures: dict[str, str], what: str
+) -> M:
+    """Commit ``manifest`` on each of ``storages`` (those whose objects were written); failures go into
+    ``failures``. Objects on every other storage are useless without a manifest and are removed now.
+    Returns the manifest naming the storages it was committed on; raises when it was committed nowhere."""
+    committed_on: list[str] = []
+    for storage in storages:
+        try:
+            await commit_manifest(storage, manifest)
+            committed_on.append(storage.name)
+        except OperationError as error:
+            failures[storage.name] = str(error)
+    rest = [s for s in all_storages if s.name not in committed_on]
+    await asyncio.shield(discard_objects(rest, manifest.target, manifest.id))
+    if not committed_on:
+        detail = "; ".join(f"{name}: {reason}" for name, reason in failures.items())
+        raise OperationError(f"{what} {manifest.id} was committed nowhere: {detail}")
+    if committed_on != manifest.storage:
+        manifest = manifest.model_copy(update={"storage": committed_on})
     return manifest
 
 

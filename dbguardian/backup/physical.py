@@ -45,12 +45,11 @@ import asyncpg
 
 from dbguardian import __version__
 from dbguardian.backup.codec import compression_stage, encryption_stage
-from dbguardian.backup.logical import discard_objects, object_suffix
+from dbguardian.backup.logical import commit_everywhere, discard_objects, object_suffix
 from dbguardian.catalog import keys
 from dbguardian.catalog.archive import find_wal
 from dbguardian.catalog.leftovers import remove_leftovers
 from dbguardian.catalog.manifest import Compression, Encryption, PhysicalManifest, StoredObject
-from dbguardian.catalog.service import commit_manifest
 from dbguardian.catalog.wal import check_segment_size, format_lsn, parse_lsn, required_segments, segment_of_lsn
 from dbguardian.errors import DatabaseError, OperationError
 from dbguardian.logs import get_logger, redact_text
@@ -710,19 +709,7 @@ async def backup_cluster(
         await asyncio.shield(discard_objects(all_storages, target_name, backup_id))
         raise
 
-    committed_on: list[str] = []
-    for storage in storages:
-        try:
-            await commit_manifest(storage, manifest)
-            committed_on.append(storage.name)
-        except OperationError as error:
-            failures[storage.name] = str(error)
-    await asyncio.shield(discard_objects([s for s in all_storages if s.name not in committed_on], target_name, backup_id))
-    if not committed_on:
-        detail = "; ".join(f"{name}: {reason}" for name, reason in failures.items())
-        raise OperationError(f"base backup {backup_id} was committed nowhere: {detail}")
-    if committed_on != manifest.storage:
-        manifest = manifest.model_copy(update={"storage": committed_on})
+    manifest = await commit_everywhere(manifest, storages, all_storages, failures, "base backup")
     progress.finish()
     log.info(
         "base backup committed",
