@@ -409,7 +409,7 @@ targets:
             paths = ":".join([str(REPO), sysconfig.get_paths()["purelib"]])
             wrapper = self.workdir / "dbguardian-as-postgres"
             python = f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
-            wrapper.write_text(f'#!/bin/sh\nPYTHONPATH={paths} exec {python} -m dbguardian "$@"\n')
+            wrapper.write_text(f'#!/bin/sh\nPYTHONPATH={paths} exec {python} -S -m dbguardian "$@"\n')
             wrapper.chmod(0o755)
             self.env["DBGUARDIAN_RESTORE_EXECUTABLE"] = str(wrapper)
 

@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-from functools import cache
-
 __all__ = ["__version__"]  # provided by __getattr__
 
+_found_version: list[str] = []  # not functools.cache: wal-fetch's start-up does not import functools
 
-@cache
+
 def _version() -> str:
     # Looked up on first use: importlib.metadata costs tens of milliseconds, too much for `wal-push`,
     # which PostgreSQL runs once per WAL segment.
-    from importlib.metadata import PackageNotFoundError, version
+    if not _found_version:
+        from importlib.metadata import PackageNotFoundError, version
 
-    try:
-        return version("dbguardian")
-    except PackageNotFoundError:  # running from a source tree without installation
-        return "0.0.0+unknown"
+        try:
+            _found_version.append(version("dbguardian"))
+        except PackageNotFoundError:  # running from a source tree without installation
+            _found_version.append("0.0.0+unknown")
+    return _found_version[0]
 
 
 def __getattr__(name: str) -> str:

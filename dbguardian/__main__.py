@@ -1,3 +1,3 @@
-from dbguardian.cli import main
+from dbguardian.entry import main
 
 main()

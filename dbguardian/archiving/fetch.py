@@ -99,7 +99,7 @@ async def _download(storage: Storage, archived: ArchivedWal, name: str, dest: Pa
         temp.unlink(missing_ok=True)
 
 
-async def _fetch_from_storages(
+async def fetch_from_storages(
     storages: list[Storage], target_name: str, suffix: str, name: str, dest: Path, identity: Path | None
 ) -> str:
     problems: list[str] = []
@@ -175,10 +175,10 @@ async def fetch_wal(
 
     async def prefetch_one(item: str) -> None:
         with contextlib.suppress(OperationError):  # only a head start: the real call reports problems
-            await _fetch_from_storages(storages, target_name, suffix, item, cache / item, identity)
+            await fetch_from_storages(storages, target_name, suffix, item, cache / item, identity)
 
     results = await asyncio.gather(
-        _fetch_from_storages(storages, target_name, suffix, name, dest, identity),
+        fetch_from_storages(storages, target_name, suffix, name, dest, identity),
         *(prefetch_one(item) for item in ahead),
         return_exceptions=True,
     )

@@ -2,20 +2,20 @@
 
 Exit codes: 0 ok, 1 the operation failed, 2 bad usage or bad policy.
 
-This module imports only click and leaf modules: the policy models and the logging setup are loaded
-when a command needs them, so `wal-push` (run by PostgreSQL once per WAL segment) starts fast.
+This module imports only the standard library: the click group lives in :mod:`dbguardian.cli.app`,
+and the policy models and the logging setup are loaded when a command needs them. PostgreSQL runs
+`wal-push` and `wal-fetch` once per WAL segment, so both must start fast; `wal-fetch` answered by the
+prefetch queue does not even get here (:mod:`dbguardian.entry`).
 """
 
 from __future__ import annotations
 
-import importlib
-import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import click
-
-from dbguardian.errors import DbguardianError
+if TYPE_CHECKING:
+    import click
 
 # Same as dbguardian.policy.DEFAULT_POLICY_PATH (a unit test checks), not imported from there: the
 # policy package pulls in pydantic, which commands without a policy should not pay for.
@@ -46,68 +46,19 @@ COMMANDS = {
 WITHOUT_LOGGING = {"wal-push", "wal-fetch"}
 
 
-def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
-    if value and not ctx.resilient_parsing:
-        from dbguardian import __version__  # not at import: the version lookup is slow
+def __getattr__(name: str) -> click.Group:
+    if name == "cli":  # the click group, for tests and embedding: `from dbguardian.cli import cli`
+        from dbguardian.cli.app import cli
 
-        click.echo(f"dbguardian {__version__}")
-        ctx.exit()
-
-
-class _Group(click.Group):
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(COMMANDS)
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        module_name = COMMANDS.get(cmd_name)
-        if module_name is None:
-            return None
-        module = importlib.import_module(f"dbguardian.cli.{module_name}")
-        command: click.Command = module.command
-        return command
-
-    def invoke(self, ctx: click.Context) -> object:
-        try:
-            return super().invoke(ctx)
-        except DbguardianError as error:
-            from dbguardian.cli.common import fail
-
-            fail(error)
-            raise AssertionError("unreachable") from None
-
-
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--version",
-    is_flag=True,
-    expose_value=False,
-    is_eager=True,
-    callback=_print_version,
-    help="Show the version and exit.",
-)
-@click.option(
-    "--policy",
-    "policy_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=lambda: os.environ.get("DBGUARDIAN_POLICY", str(DEFAULT_POLICY_PATH)),
-    show_default="$DBGUARDIAN_POLICY, else /etc/dbguardian/policy.yaml",
-    help="The policy file.",
-)
-@click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
-@click.option("--log-format", default="auto", type=click.Choice(["auto", "json", "console"]))
-@click.pass_context
-def cli(ctx: click.Context, policy_path: Path, log_level: str, log_format: str) -> None:
-    """dbguardian keeps PostgreSQL databases recoverable."""
-    if ctx.invoked_subcommand not in WITHOUT_LOGGING:
-        from dbguardian import logs
-
-        logs.configure(log_level, json=None if log_format == "auto" else log_format == "json")
-    ctx.obj = {"policy_path": policy_path}
+        return cli
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main() -> None:
+    from dbguardian.cli.app import cli
+
     try:
         cli.main(prog_name="dbguardian", standalone_mode=True)
     except KeyboardInterrupt:
-        click.echo("error: interrupted", err=True)
+        print("error: interrupted", file=sys.stderr)
         sys.exit(1)

@@ -37,7 +37,17 @@ instead of ending as if the archive ended there. Restart the server once the cau
     type=click.IntRange(0, 64),
     default=8,
     show_default=True,
-    help="On a download, also fetch this many following segments (served to the next calls); 0: off.",
+    help="Keep this many following segments downloaded ahead of recovery (a fetcher process shared by the "
+    "calls, in pg_wal/.dbguardian-prefetch); 0: every call downloads its own file.",
+)
+@click.option("--queue-server", is_flag=True, hidden=True, help="Run the prefetch queue's fetcher (started by wal-fetch).")
+@click.option("--queue-key", default="", hidden=True, help="The options the queue's callers must share.")
+@click.option(
+    "--queue-idle",
+    type=click.FloatRange(0.1, 3600),
+    default=60.0,
+    hidden=True,
+    help="Seconds without a request after which the queue's fetcher exits.",
 )
 @click.pass_context
 def command(
@@ -48,6 +58,9 @@ def command(
     target: str | None,
     identity: Path | None,
     prefetch: int,
+    queue_server: bool,
+    queue_key: str,
+    queue_idle: float,
 ) -> None:
     """Write the archived WAL file NAME to DEST, for restore_command.
 
@@ -62,8 +75,8 @@ def command(
     """
     from dbguardian.walfile import serve_prefetched
 
-    # Most calls of a replay find their segment prefetched: hand it over without loading the policy.
-    if prefetch and serve_prefetched(name, dest):
+    # Normally dbguardian.cli.fetch_fast answered before click was loaded; here the queue could not.
+    if prefetch and not queue_server and serve_prefetched(name, dest):
         return
     from dbguardian.archiving.fetch import WalNotArchived, fetch_wal
     from dbguardian.cli.common import run_async
@@ -76,6 +89,23 @@ def command(
         names = [target] if target else [key for key, config in policy.targets.items() if config.wal is not None]
         if len(names) != 1:
             raise UsageError("several targets have wal:; name one with --target" if names else "no target has wal:")
+        if queue_server:
+            from dbguardian.archiving.prefetch import serve_queue
+
+            chosen, queue_dest = names[0], dest.absolute()
+            run_async(
+                lambda: serve_queue(
+                    policy,
+                    chosen,
+                    queue_dest,
+                    identity=identity,
+                    prefetch=prefetch,
+                    idle=queue_idle,
+                    first=name,
+                    key=queue_key,
+                )
+            )
+            return
         run_async(lambda: fetch_wal(policy, names[0], name, dest, identity=identity, prefetch=prefetch))
     except WalNotArchived as error:
         click.echo(f"error: {error}", err=True)

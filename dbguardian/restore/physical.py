@@ -25,26 +25,30 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
-import threading
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Literal
+from typing import Literal
 
 from dbguardian.catalog import Backup, Catalog, PhysicalManifest
 from dbguardian.catalog.archive import ArchivedWal, list_wal, newest_segment
 from dbguardian.catalog.wal import DEFAULT_SEGMENT_SIZE, format_lsn, parse_lsn, parse_segment_name, segment_of_lsn
 from dbguardian.errors import BackupNotFound, OperationError, RestoreRefused, ToolError, UsageError
 from dbguardian.logs import get_logger
-from dbguardian.pipeline.read import read_verified
+from dbguardian.pipeline.encrypt import decrypt_stream, identity_file
+from dbguardian.pipeline.read import stored_bytes
+from dbguardian.pipeline.stages import decompressor
 from dbguardian.policy import DEFAULT_POLICY_PATH, Policy
 from dbguardian.postgres import find_tool
+from dbguardian.restore.extract import check_member as check_member
+from dbguardian.restore.extract import extract_stream
+from dbguardian.restore.extract import extract_tar as extract_tar
 from dbguardian.storage import target_storages
 from dbguardian.throwaway import free_port
+from dbguardian.walfile import PREFETCH_DIR, stop_queue
 
 log = get_logger("dbguardian.restore.physical")
 
@@ -250,46 +254,6 @@ def render_settings(
     return "\n".join(lines) + "\n"
 
 
-def check_member(member: tarfile.TarInfo) -> str:
-    """The member's path if it is safe to extract under the data directory; raises otherwise."""
-    name = member.name
-    parts = Path(name).parts
-    if name.startswith("/") or ".." in parts or not name.strip("/."):
-        if name in (".", "./"):
-            return name
-        raise OperationError(f"base backup tar member {name!r} points outside the data directory; refused")
-    if member.issym() or member.islnk():
-        link = member.linkname
-        if member.islnk() and (link.startswith("/") or ".." in Path(link).parts):
-            raise OperationError(f"base backup tar member {name!r} links outside the data directory; refused")
-        if member.issym() and (link.startswith("/") or ".." in Path(link).parts):
-            raise OperationError(f"base backup tar member {name!r} is a symbolic link to {link!r} (a tablespace?); refused")
-    elif not (member.isfile() or member.isdir()):
-        raise OperationError(f"base backup tar member {name!r} is not a file or directory; refused")
-    return name
-
-
-_HAS_FILTERS = hasattr(tarfile, "fully_trusted_filter")
-
-
-def extract_tar(stream: IO[bytes], pgdata: Path) -> int:
-    """Extract a tar stream (read sequentially, ``r|``) into ``pgdata``; returns the member count."""
-    count = 0
-    with tarfile.open(fileobj=stream, mode="r|") as archive:
-        for member in archive:
-            check_member(member)
-            member.uid = member.gid = 0
-            member.uname = member.gname = ""
-            member.mode = 0o700 if member.isdir() else (member.mode & 0o700) | 0o600
-            # Members are checked above; Python < 3.11.4 has no extraction filters (and needs none here).
-            if _HAS_FILTERS:
-                archive.extract(member, pgdata, numeric_owner=True, filter="fully_trusted")
-            else:
-                archive.extract(member, pgdata, numeric_owner=True)
-            count += 1
-    return count
-
-
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
@@ -382,39 +346,6 @@ def _chown_tree(root: Path, os_user: str) -> None:
     os.chown(root, owner.pw_uid, owner.pw_gid)
 
 
-async def _extract_stream(chunks: AsyncIterator[bytes], pgdata: Path) -> int:
-    """Feed ``chunks`` through a pipe into :func:`extract_tar` running in a thread (no temporary copy)."""
-    read_fd, write_fd = os.pipe()
-    result: list[int | BaseException] = []
-
-    def extract() -> None:
-        try:
-            with os.fdopen(read_fd, "rb") as stream:
-                result.append(extract_tar(stream, pgdata))
-        except BaseException as error:  # handed to the event loop's side
-            result.append(error)
-
-    thread = threading.Thread(target=extract, name="pitr-extract", daemon=True)
-    thread.start()
-    writer = os.fdopen(write_fd, "wb")
-    try:
-        async for chunk in chunks:
-            try:
-                await asyncio.to_thread(writer.write, chunk)
-            except BrokenPipeError:
-                break
-    finally:
-        with contextlib.suppress(BrokenPipeError):
-            writer.close()
-        await asyncio.to_thread(thread.join)
-    outcome = result[0] if result else OperationError("extracting the base backup failed")
-    if isinstance(outcome, BaseException):
-        if isinstance(outcome, OperationError):
-            raise outcome
-        raise OperationError(f"extracting the base backup failed: {outcome}") from outcome
-    return outcome
-
-
 async def _physical_backups(policy: Policy, target_name: str) -> list[Backup[PhysicalManifest]]:
     records = await Catalog(target_storages(policy, target_name)).backups(target_name)
     return [Backup(r.manifest, r.storages) for r in records if isinstance(r.manifest, PhysicalManifest)]
@@ -439,13 +370,18 @@ def _probe_fetch(
     os_user: str | None,
 ) -> None:
     """Run wal-fetch as the server's OS user once (the backup's first segment): proves it can run
-    dbguardian and read the policy, the storage and the identity file."""
+    dbguardian and read the policy, the storage and the identity file. The call starts the prefetch
+    queue's fetcher, which then has the next segments downloaded by the time the server asks, and the
+    segment it fetched goes back into the queue for the server's first request."""
     dest = pgdata / "pg_wal" / f".dbguardian-probe-{segment}"
-    argv = [*command, "wal-fetch", "--policy", str(policy_path), "--target", target_name, "--prefetch", "0"]
+    argv = [*command, "wal-fetch", "--policy", str(policy_path), "--target", target_name]
     if identity is not None:
         argv += ["--identity", str(identity)]
     try:
         result = _run(_as_user(os_user, [*argv, segment, str(dest)]))
+        if result.returncode == 0:
+            with contextlib.suppress(OSError):
+                dest.replace(dest.parent / PREFETCH_DIR / segment)
     except OSError as error:
         raise OperationError(f"cannot run wal-fetch as {os_user or 'this user'}: {error}") from None
     finally:
@@ -522,22 +458,41 @@ async def prepare_pitr(
     created = not pgdata.exists()
     pgdata.mkdir(mode=0o700, parents=True, exist_ok=True)
     pgdata.chmod(0o700)
+    owner = None
+    if os_user is not None and os.geteuid() == 0:
+        entry = pwd.getpwnam(os_user)
+        owner = (entry.pw_uid, entry.pw_gid)
     try:
-        encryption = None if manifest.encryption is None else manifest.encryption.method
-        chunks = read_verified(
-            storages[0], stored, compression=manifest.compression.algorithm, encryption=encryption, identity=identity
+        # pg_wal first, the server user's: the probe (which starts the prefetch queue) runs while the tar
+        # is extracted, and extraction gives every file to that user as it writes it.
+        pg_wal = pgdata / "pg_wal"
+        pg_wal.mkdir(mode=0o700, exist_ok=True)
+        if owner is not None:
+            os.chown(pgdata, *owner)
+            os.chown(pg_wal, *owner)
+        command = dbguardian_executable()
+        first = segment_of_lsn(manifest.timeline, parse_lsn(manifest.start_lsn)).name()
+        probe = asyncio.create_task(
+            asyncio.to_thread(_probe_fetch, command, policy_path, target_name, identity, first, pgdata, os_user)
         )
-        members = await _extract_stream(chunks, pgdata)
+        try:
+            chunks = stored_bytes(storages[0], stored)
+            if manifest.encryption is not None:
+                chunks = decrypt_stream(manifest.encryption.method, identity_file(identity), chunks)
+            members = await extract_stream(chunks, pgdata, decompressor(manifest.compression.algorithm), owner=owner)
+        finally:
+            with contextlib.suppress(OperationError):
+                await probe  # its error, if any, is raised below once the extraction's is known
+        probe.result()
         if not (pgdata / "PG_VERSION").is_file():
             raise OperationError(f"base backup {manifest.id} holds no data directory (no PG_VERSION)")
         for stale in ("postmaster.pid", "postmaster.opts"):
             (pgdata / stale).unlink(missing_ok=True)
-        (pgdata / "pg_wal" / "archive_status").mkdir(parents=True, exist_ok=True)
+        (pg_wal / "archive_status").mkdir(parents=True, exist_ok=True)
         if socket_dir is None:
             socket_dir = Path(tempfile.mkdtemp(prefix="dbg-pitr-", dir="/tmp"))
         socket_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         port = port or free_port()
-        command = dbguardian_executable()
         settings = render_settings(
             command=restore_command(command, policy_path, target_name, identity),
             target=target,
@@ -549,14 +504,13 @@ async def prepare_pitr(
         with (pgdata / "postgresql.auto.conf").open("a") as conf:
             conf.write("\n" + settings)
         (pgdata / "recovery.signal").write_text("")
-        if os_user is not None and os.geteuid() == 0:
+        if owner is not None:
+            assert os_user is not None
             _chown_tree(pgdata, os_user)
-            owner = pwd.getpwnam(os_user)
-            os.chown(socket_dir, owner.pw_uid, owner.pw_gid)
-        first = segment_of_lsn(manifest.timeline, parse_lsn(manifest.start_lsn)).name()
-        await asyncio.to_thread(_probe_fetch, command, policy_path, target_name, identity, first, pgdata, os_user)
+            os.chown(socket_dir, *owner)
     except BaseException:
         # Leave nothing half-made: the directory was empty (or absent) before.
+        await asyncio.to_thread(stop_queue, pgdata / "pg_wal")
         for child in list(pgdata.iterdir()) if pgdata.exists() else []:
             if child.is_dir() and not child.is_symlink():
                 shutil.rmtree(child, ignore_errors=True)
@@ -632,7 +586,9 @@ async def start_and_wait(plan: PitrPlan, *, timeout: float = 600) -> PitrReport:
             raise OperationError(f"recovery failed: {_log_reason(plan.log_file)} (log: {plan.log_file})")
         if time.monotonic() > deadline:
             raise OperationError(f"recovery did not finish within {timeout:.0f}s (log: {plan.log_file})")
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.1)
+    # Promoted: the prefetch queue's fetcher is no longer needed; its segments beyond the target neither.
+    await asyncio.to_thread(stop_queue, plan.pgdata / "pg_wal")
     row = await asyncio.to_thread(
         _psql,
         plan,

@@ -41,7 +41,7 @@ def executable_env(base: Path) -> dict[str, str]:
     paths = ":".join([str(Path(__file__).resolve().parents[2]), sysconfig.get_paths()["purelib"]])
     wrapper = base / "dbguardian-as-server-user"
     python = f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
-    wrapper.write_text(f'#!/bin/sh\nPYTHONPATH={paths} exec {python} -m dbguardian "$@"\n')
+    wrapper.write_text(f'#!/bin/sh\nPYTHONPATH={paths} exec {python} -S -m dbguardian "$@"\n')
     wrapper.chmod(0o755)
     return {"DBGUARDIAN_RESTORE_EXECUTABLE": str(wrapper)}
 

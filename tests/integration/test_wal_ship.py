@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import signal
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from dbguardian.archiving.ship import ShipReport, ship_spool
 from dbguardian.catalog.archive import list_wal
+from dbguardian.catalog.wal import next_segment_name
 from dbguardian.policy import Policy, load_policy
 from dbguardian.storage import LocalStorage
+from dbguardian.walfile import stop_queue
 from tests.conftest import run_cli
 from tests.support.walcluster import WalCluster
 
@@ -80,7 +86,24 @@ def test_ship_moves_the_spool_to_the_storage_once_and_fetch_gives_the_bytes_back
     assert "Traceback" not in missing.stderr
 
 
-def test_prefetch_serves_the_next_segments_from_pg_wal(wal_cluster: WalCluster, tmp_path: Path) -> None:
+def queue_fetchers(queue: Path) -> list[int]:
+    """Pids of the prefetch queue's fetcher processes serving ``queue`` (its pg_wal in their arguments)."""
+    found = subprocess.run(["pgrep", "-f", f"queue-server.*{queue.parent}/"], capture_output=True, text=True, check=False)
+    return [int(pid) for pid in found.stdout.split()]
+
+
+def wait_for(condition: Callable[[], bool], seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def queued(queue: Path) -> set[str]:
+    return {path.name for path in queue.iterdir()} - {".lock", ".socket"}
+
+
+def test_prefetch_queue_keeps_the_next_segments_ahead_of_recovery(wal_cluster: WalCluster, tmp_path: Path) -> None:
     segments = archive_some(wal_cluster, 3)
     originals = tmp_path / "originals"
     shutil.copytree(wal_cluster.spool, originals)
@@ -89,20 +112,78 @@ def test_prefetch_serves_the_next_segments_from_pg_wal(wal_cluster: WalCluster, 
     pg_wal = tmp_path / "pg_wal"
     pg_wal.mkdir()
     dest = pg_wal / "RECOVERYXLOG"
+    queue = pg_wal / ".dbguardian-prefetch"
 
     first, *rest = segments[-3:]
-    assert run_cli(policy_path, "wal-fetch", "--prefetch", "4", first, str(dest)).returncode == 0
-    prefetched = pg_wal / ".dbguardian-prefetch"
-    assert prefetched.stat().st_mode & 0o777 == 0o700
-    assert set(rest) <= {path.name for path in prefetched.iterdir()}
+    result = run_cli(policy_path, "wal-fetch", "--prefetch", "4", first, str(dest))
+    assert result.returncode == 0, result.stderr
+    assert dest.read_bytes() == (originals / first).read_bytes()
+    assert queue.stat().st_mode & 0o777 == 0o700
+    [fetcher] = queue_fetchers(queue)
+    wait_for(lambda: set(rest) <= queued(queue))  # downloaded in the background, after the answer
 
-    # Served from the prefetch directory: it works with the storage gone.
+    # Served from the queue: it works with the storage gone.
     shutil.rmtree(tmp_path / "backups")
     for name in rest:
-        result = run_cli(policy_path, "wal-fetch", name, str(dest))
+        result = run_cli(policy_path, "wal-fetch", "--prefetch", "4", name, str(dest))
         assert result.returncode == 0, result.stderr
         assert dest.read_bytes() == (originals / name).read_bytes()
-    assert not any(prefetched.iterdir())
+    assert queue_fetchers(queue) == [fetcher]  # one fetcher answered every call
+    # The next segment was never archived: the queue says what the direct download says.
+    beyond = next_segment_name(rest[-1])
+    after = run_cli(policy_path, "wal-fetch", "--prefetch", "4", beyond, str(dest))
+    direct = run_cli(policy_path, "wal-fetch", "--prefetch", "0", beyond, str(dest))
+    assert after.returncode == direct.returncode == 1 and after.stderr == direct.stderr
+
+    stop_queue(pg_wal)  # what the PITR restore does once the server is promoted
+    wait_for(lambda: not queue_fetchers(queue), 10)
+    assert queued(queue) == set() and not (queue / ".socket").exists()
+
+
+def test_the_queue_answers_not_archived_and_goes_away_when_idle(wal_cluster: WalCluster, tmp_path: Path) -> None:
+    segments = archive_some(wal_cluster, 1)
+    policy_path = wal_cluster.policy(tmp_path)
+    ship(load_policy(policy_path))
+    dest = tmp_path / "pg_wal" / "RECOVERYXLOG"
+    dest.parent.mkdir()
+    queue = dest.parent / ".dbguardian-prefetch"
+    beyond = next_segment_name(next_segment_name(segments[-1]))
+    missing = run_cli(policy_path, "wal-fetch", "--queue-idle", "1", beyond, str(dest))
+    assert missing.returncode == 1 and "not archived on any storage" in missing.stderr, missing.stderr
+    assert missing.stderr.strip().count("\n") == 0
+    history = run_cli(policy_path, "wal-fetch", "--queue-idle", "1", "00000002.history", str(dest))
+    assert history.returncode == 1 and "not archived" in history.stderr
+    assert not dest.exists()
+    assert len(queue_fetchers(queue)) == 1
+    wait_for(lambda: not queue_fetchers(queue), 15)  # idle for a second: exits, leaving nothing behind
+    assert queued(queue) == set()
+
+
+def test_a_killed_fetcher_is_replaced_by_the_next_call(wal_cluster: WalCluster, tmp_path: Path) -> None:
+    segments = archive_some(wal_cluster, 2)
+    originals = tmp_path / "originals"
+    shutil.copytree(wal_cluster.spool, originals)
+    policy_path = wal_cluster.policy(tmp_path)
+    ship(load_policy(policy_path))
+    dest = tmp_path / "pg_wal" / "RECOVERYXLOG"
+    dest.parent.mkdir()
+    queue = dest.parent / ".dbguardian-prefetch"
+    first, second = segments[-2:]
+    assert run_cli(policy_path, "wal-fetch", first, str(dest)).returncode == 0
+    [old] = queue_fetchers(queue)
+    os.kill(old, signal.SIGKILL)
+    wait_for(lambda: not queue_fetchers(queue), 10)
+    assert (queue / ".socket").exists()  # stale: nobody listens
+    for item in queue.iterdir():  # what it had prefetched is gone too (as if never downloaded)
+        if item.name not in {".lock", ".socket"}:
+            item.unlink()
+    result = run_cli(policy_path, "wal-fetch", second, str(dest))
+    assert result.returncode == 0, result.stderr
+    assert dest.read_bytes() == (originals / second).read_bytes()
+    [new] = queue_fetchers(queue)
+    assert new != old
+    stop_queue(dest.parent)
+    wait_for(lambda: not queue_fetchers(queue), 10)
 
 
 def test_a_storage_down_keeps_the_spool_and_ships_everything_once_it_is_back(
@@ -183,9 +264,10 @@ def test_encrypted_wal_is_fetched_with_the_identity(wal_cluster: WalCluster, tmp
     assert again.shipped == [name] and again.written == {} and again.conflicts == {}
 
 
+@pytest.mark.parametrize("prefetch", ["0", "8"])
 @pytest.mark.parametrize("corrupt", ["truncated", "renamed"])
 def test_fetch_refuses_a_stored_object_that_is_not_the_segment(
-    wal_cluster: WalCluster, tmp_path: Path, corrupt: str
+    wal_cluster: WalCluster, tmp_path: Path, corrupt: str, prefetch: str
 ) -> None:
     segments = archive_some(wal_cluster, 2)
     first, second = segments[-2:]
@@ -198,7 +280,7 @@ def test_fetch_refuses_a_stored_object_that_is_not_the_segment(
     else:
         shutil.copy(folder / second, folder / first)
     dest = tmp_path / "RECOVERYXLOG"
-    result = run_cli(policy_path, "wal-fetch", "--prefetch", "0", first, str(dest))
+    result = run_cli(policy_path, "wal-fetch", "--prefetch", prefetch, first, str(dest))
     assert result.returncode == 126  # recovery must stop, not end as if the archive ended here
     assert ("truncated" if corrupt == "truncated" else "another segment") in result.stderr
     assert not dest.exists()

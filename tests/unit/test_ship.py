@@ -227,19 +227,19 @@ def test_the_cli_serves_a_prefetched_segment_without_loading_the_policy(tmp_path
     data = header(3 * 16 * MiB) + bytes(16 * MiB - 40)
     (cache / name).write_bytes(data)
     code = "\n".join([
-        "import sys, dbguardian.cli as c",
+        "import sys, dbguardian.entry as e",
         "sys.argv = ['dbguardian', '--policy', '/nonexistent', 'wal-fetch', *sys.argv[1:]]",
         "try:",
-        "    c.main()",
+        "    e.main()",
         "finally:",
-        "    loaded = sorted(m for m in sys.modules if m.startswith(('pydantic', 'dbguardian.policy')))",
+        "    loaded = sorted(m for m in sys.modules if m.startswith(('pydantic', 'dbguardian.policy', 'click')))",
         "    print(loaded, file=sys.stderr)",
     ])  # fmt: skip
     dest = tmp_path / "pg_wal" / "RECOVERYXLOG"
     result = subprocess.run([sys.executable, "-c", code, name, str(dest)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     assert dest.read_bytes() == data and not (cache / name).exists()
-    assert result.stderr.strip().splitlines()[-1] == "[]"  # neither pydantic nor the policy was imported
+    assert result.stderr.strip().splitlines()[-1] == "[]"  # neither click nor pydantic nor the policy was imported
     # Not prefetched: the slow path, which needs the policy (missing here: exit 126, so recovery stops).
     again = subprocess.run([sys.executable, "-c", code, "000000010000000000000004", str(dest)], capture_output=True,
                            text=True, check=False)  # fmt: skip

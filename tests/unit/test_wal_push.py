@@ -226,7 +226,9 @@ def test_wal_push_does_not_import_the_daemon_world(tmp_path: Path) -> None:
     assert modules & heavy == set()
     assert {m for m in modules if m.startswith("dbguardian")} == {
         "dbguardian",
+        "dbguardian.entry",
         "dbguardian.cli",
+        "dbguardian.cli.app",
         "dbguardian.cli.wal_push",
         "dbguardian.errors",
         "dbguardian.files",

@@ -1,0 +1,117 @@
+"""The ``dbguardian`` program's entry point: `wal-fetch` answered by the prefetch queue, else the CLI.
+
+PostgreSQL runs restore_command once per 16 MB segment, one after the other while it replays, so the
+start-up of each call is paid once per segment: with click and the command module loaded that was
+~0.1 s, with pathlib, typing and re ~0.04 s, and with ``os``, ``socket`` and ``struct`` only (this module
+and :mod:`dbguardian.walfile`) it is little more than Python's own start-up. This module parses the few
+words a restore_command line has (the same options as :mod:`dbguardian.cli.wal_fetch`, whose click
+command stays the reference and the fallback) and asks the queue's fetcher
+(:func:`dbguardian.walfile.fetch_from_queue`). Anything it does not recognise (``--help``, a typo,
+``--prefetch 0``) goes to click as usual; so does a queue that cannot answer, in which case the click
+command fetches the file in-process.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+GLOBAL_OPTIONS = {"--policy", "--log-level", "--log-format"}
+COMMAND_OPTIONS = {"--policy", "--target", "--identity", "--prefetch", "--queue-idle"}
+QUEUE_SERVER_FLAG = "--queue-server"
+
+
+def _options(words: list[str], known: set[str], stop: str | None) -> tuple[dict[str, str], list[str]] | None:
+    """Options (``--name value`` or ``--name=value``) until ``stop`` (or the end) and the other words;
+    None for anything unknown."""
+    options: dict[str, str] = {}
+    rest: list[str] = []
+    index = 0
+    while index < len(words):
+        word = words[index]
+        if word == stop:
+            return options, words[index:]
+        if word.startswith("-"):
+            key, equals, value = word.partition("=")
+            if key not in known:
+                return None
+            if not equals:
+                index += 1
+                if index >= len(words):
+                    return None
+                value = words[index]
+            options[key] = value
+        elif stop is not None:
+            return None  # a word before the command: not a shape this parser knows
+        else:
+            rest.append(word)
+        index += 1
+    return (options, rest) if stop is None else None
+
+
+DEFAULT_POLICY = "/etc/dbguardian/policy.yaml"  # dbguardian.cli.DEFAULT_POLICY_PATH (a unit test checks)
+
+
+def parse(argv: list[str]) -> tuple[str, str, str, list[str]] | None:
+    """(name, dest, queue key, argv of the queue's fetcher) from ``dbguardian`` arguments, or None when
+    click should parse them. The key names what the fetcher must have been started with (policy,
+    target, identity, prefetch): a fetcher started with other options does not answer."""
+    head = _options(argv, GLOBAL_OPTIONS, "wal-fetch")
+    if head is None:
+        return None
+    global_options, tail = head
+    parsed = _options(tail[1:], COMMAND_OPTIONS, None)
+    if parsed is None:
+        return None
+    options, positional = parsed
+    prefetch = options.get("--prefetch", "8")
+    if len(positional) != 2 or not prefetch.isdigit() or not 0 < int(prefetch) <= 64:
+        return None  # --prefetch 0: fetch in this process, no queue
+    name, dest = positional
+    if "/" in name or not name:
+        return None
+    policy = (
+        options.get("--policy") or global_options.get("--policy") or os.environ.get("DBGUARDIAN_POLICY") or DEFAULT_POLICY
+    )
+    identity = options.get("--identity") or os.environ.get("DBGUARDIAN_IDENTITY_FILE") or ""
+    policy, identity, dest = os.path.abspath(policy), identity and os.path.abspath(identity), os.path.abspath(dest)
+    target = options.get("--target", "")
+    key = "\x1f".join([policy, target, identity, str(int(prefetch))])
+    if any(character in key + name for character in "\t\n\r"):
+        return None  # would break the one-line protocol
+    fetcher = [sys.executable, "-m", "dbguardian", "--policy", policy, "wal-fetch", QUEUE_SERVER_FLAG, "--queue-key", key]
+    fetcher += ["--prefetch", prefetch]
+    if target:
+        fetcher += ["--target", target]
+    if identity:
+        fetcher += ["--identity", identity]
+    if "--queue-idle" in options:
+        fetcher += ["--queue-idle", options["--queue-idle"]]
+    return name, dest, key, [*fetcher, name, dest]
+
+
+def answer_from_queue(argv: list[str]) -> int | None:
+    """The exit status of ``wal-fetch`` answered through the prefetch queue, or None (click takes over)."""
+    parsed = parse(argv)
+    if parsed is None:
+        return None
+    from dbguardian.walfile import fetch_from_queue
+
+    name, dest, key, fetcher = parsed
+    answer = fetch_from_queue(name, dest, key, fetcher)
+    if answer is None:
+        return None
+    code, message = answer
+    if code != 0:
+        print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def main() -> None:
+    if "wal-fetch" in sys.argv:
+        code = answer_from_queue(sys.argv[1:])
+        if code is not None:
+            sys.exit(code)
+    from dbguardian.cli import main as cli_main
+
+    cli_main()
