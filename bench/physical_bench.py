@@ -8,6 +8,14 @@ Creates a throwaway PostgreSQL 15 cluster archiving WAL into a spool (basic_arch
                         including its wait for the backup's WAL to be shipped there (the spool is
                         drained, untimed, before each run: the daemon's shipper normally keeps up)
   basebackup-zstd3      pg_basebackup -D - -Ft -X none --checkpoint=fast | zstd -q -3 -T2 > file
+  pgbackrest-full       pgbackrest backup --type=full into a local repo: compress-type=zst level 3,
+                        process-max=2, start-fast=y, archive-check=n (the cluster archives into
+                        dbguardian's spool, so pgBackRest does not wait for the backup's WAL, which
+                        dbguardian does: this variant is favoured). Skipped with --no-pgbackrest or
+                        without pgbackrest installed.
+
+``--random-mb N`` adds a table of N MB of random hex text (anchors.sh's random_blob): the issue's second
+data shape is ``--scale 20 --random-mb 1024`` (1.6 GB).
 
 Every command runs under ``/usr/bin/time -f '%e %M'`` (%M: the largest peak RSS of any single process
 of the tree, see backup_bench.py). Prints the medians, the time ratio (goal ≤ 1.10) and peak RSS (goal
@@ -49,10 +57,47 @@ def timed(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
     return float(seconds), int(rss_kb) / 1024
 
 
+def pgbackrest_variant(workdir: Path, cluster: ThrowawayCluster) -> list[str]:
+    """Configure a local pgBackRest repo for the cluster (stanza created); the argv of one full backup."""
+    root = workdir / "pgbr"
+    for sub in ("repo", "log", "lock"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    conf = root / "pgbackrest.conf"
+    conf.write_text(
+        f"""[global]
+repo1-path={root / "repo"}
+repo1-retention-full=1
+log-path={root / "log"}
+lock-path={root / "lock"}
+log-level-console=warn
+log-level-file=off
+process-max=2
+compress-type=zst
+compress-level=3
+start-fast=y
+archive-check=n
+
+[bench]
+pg1-path={cluster.data_dir}
+pg1-port={cluster.port}
+pg1-socket-path={cluster.socket_dir}
+pg1-user=postgres
+"""
+    )
+    as_owner = ["runuser", "-u", cluster.os_user, "--"] if cluster.os_user else []
+    if cluster.os_user:
+        subprocess.run(["chown", "-R", f"{cluster.os_user}:", str(root)], check=True)
+    base = [*as_owner, "pgbackrest", f"--config={conf}", "--stanza=bench"]
+    subprocess.run([*base, "stanza-create"], check=True, capture_output=True)
+    return [*base, "--type=full", "backup"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", type=int, default=20, help="pgbench scale (100 ≈ 1.5 GB)")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--random-mb", type=int, default=0, help="also load this many MB of random hex text")
+    parser.add_argument("--no-pgbackrest", action="store_true", help="skip the pgBackRest variant")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "dbg-physbench")
     args = parser.parse_args()
 
@@ -81,6 +126,15 @@ def main() -> None:
         env = {**os.environ, "PGHOST": "127.0.0.1", "PGPORT": str(cluster.port), "PGUSER": "bench",
                "PGPASSWORD": password, "PGDATABASE": "bench"}  # fmt: skip
         subprocess.run([str(PGBIN / "pgbench"), "-i", "-q", "-s", str(args.scale)], env=env, check=True)
+        if args.random_mb:
+            # As anchors.sh: 8 x md5 = 256 random hex chars per row ("g % 1" makes the subquery per row).
+            cluster.psql(
+                "CREATE TABLE random_blob(id int primary key, payload text); "
+                "INSERT INTO random_blob SELECT g, (SELECT string_agg(md5(random()::text), '') "
+                f"FROM generate_series(1, 8 + g % 1)) FROM generate_series(1, {args.random_mb} * 1024 * 1024 / 256) g",
+                database="bench",
+            )
+        cluster.psql("CHECKPOINT")
         size = int(cluster.psql("SELECT sum(pg_database_size(oid)) FROM pg_database"))
         password_file = args.workdir / "password"
         password_file.write_text(password)
@@ -109,6 +163,8 @@ targets:
                                  f"{PGBIN}/pg_basebackup -D - -Ft -X none --checkpoint=fast --no-password "
                                  f"| zstd -q -3 -T2 > {out}"],
         }  # fmt: skip
+        if not args.no_pgbackrest and shutil.which("pgbackrest"):
+            variants["pgbackrest-full"] = pgbackrest_variant(args.workdir, cluster)
         results: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
         bench_env = {**env, "PYTHONPATH": str(REPO)}
         for _ in range(args.runs):
@@ -119,7 +175,8 @@ targets:
                 results[name].append(timed(argv, bench_env if name.startswith("dbguardian") else env))
                 shutil.rmtree(storage, ignore_errors=True)
                 out.unlink(missing_ok=True)
-        print(f"cluster {size / MB:.0f} MB (pgbench scale {args.scale}), {args.runs} runs, medians:")
+        shape = f"pgbench scale {args.scale}" + (f" + {args.random_mb} MB random text" if args.random_mb else "")
+        print(f"cluster {size / MB:.0f} MB ({shape}), {args.runs} runs, medians:")
         medians = {}
         for name, rows in results.items():
             seconds = statistics.median(row[0] for row in rows)
@@ -130,6 +187,9 @@ targets:
         rss = max(row[1] for row in results["dbguardian-physical"])
         print(f"ratio dbguardian / pipeline: {ratio:.3f} (goal ≤ {TIME_TARGET}); dbguardian peak RSS {rss:.1f} MB "
               f"(goal ≤ {RSS_TARGET_MB:.0f})")  # fmt: skip
+        if "pgbackrest-full" in medians:
+            versus = medians["dbguardian-physical"] / medians["pgbackrest-full"]
+            print(f"ratio dbguardian / pgBackRest full: {versus:.3f} (goal < 1: faster than pgBackRest)")
     finally:
         cluster.stop()
         shutil.rmtree(args.workdir, ignore_errors=True)

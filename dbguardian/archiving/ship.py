@@ -137,24 +137,33 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _read_file(path: Path) -> tuple[bytes, str]:
-    data = path.read_bytes()
-    return data, hashlib.sha256(data).hexdigest()
+async def _file_chunks(path: Path, digest: hashlib._Hash) -> AsyncIterator[bytes]:
+    """The file in ``CHUNK`` pieces, read off the event loop, each added to ``digest``."""
+    with path.open("rb") as handle:
+        while chunk := await asyncio.to_thread(handle.read, CHUNK):
+            digest.update(chunk)
+            yield chunk
 
 
-async def _chunks(data: bytes) -> AsyncIterator[bytes]:
-    for start in range(0, len(data), CHUNK):
-        yield data[start : start + CHUNK]
-
-
-async def encode(data: bytes, target: TargetConfig) -> bytes:
-    """The stored form of a WAL file: compressed with ``wal.compression``, then encrypted with ``encryption``."""
+async def encode_file(path: Path, target: TargetConfig) -> tuple[bytes, str]:
+    """The stored form of a WAL file (compressed with ``wal.compression``, then encrypted with
+    ``encryption``) and the sha256 of the file, in one streamed pass: only the stored form is held
+    (a 16 MB segment is a few MB once compressed), never the whole file."""
     assert target.wal is not None
-    stream = through_stage(_chunks(data), compression_stage(target.wal.compression))
+    digest = hashlib.sha256()
+    stream = through_stage(_file_chunks(path, digest), compression_stage(target.wal.compression))
     encryption = encryption_stage(target.encryption)
     if encryption is not None:
         stream = encryption.apply(stream)
-    return b"".join([chunk async for chunk in stream])
+    stored = b"".join([chunk async for chunk in stream])
+    return stored, digest.hexdigest()
+
+
+async def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    async for _chunk in _file_chunks(path, digest):
+        pass
+    return digest.hexdigest()
 
 
 def object_suffix(target: TargetConfig) -> str:
@@ -174,22 +183,22 @@ async def stored_sha256(storage: Storage, key: str, compression: str, encryption
 
 
 class _Encoded:
-    """The file's bytes and stored form, made once per file and only when needed."""
+    """The file's sha256 and stored form, made once per file and only when needed."""
 
     def __init__(self, path: Path, target: TargetConfig) -> None:
         self.path = path
         self.target = target
-        self._raw: tuple[bytes, str] | None = None
+        self._sha256: str | None = None
         self._stored: bytes | None = None
 
-    async def raw(self) -> tuple[bytes, str]:
-        if self._raw is None:
-            self._raw = await asyncio.to_thread(_read_file, self.path)
-        return self._raw
+    async def sha256(self) -> str:
+        if self._sha256 is None:
+            self._sha256 = await file_sha256(self.path)
+        return self._sha256
 
     async def stored(self) -> bytes:
         if self._stored is None:
-            self._stored = await encode((await self.raw())[0], self.target)
+            self._stored, self._sha256 = await encode_file(self.path, self.target)
         return self._stored
 
 
@@ -200,7 +209,7 @@ async def _same_content(storage: Storage, key: str, stored_size: int, file: _Enc
     encryption = None if target.encryption is None else target.encryption.method
     identity = os.environ.get(IDENTITY_ENV)
     if encryption is None or identity:
-        sha = (await file.raw())[1]
+        sha = await file.sha256()
         try:
             theirs = await stored_sha256(
                 storage, key, target.wal.compression.algorithm, encryption, Path(identity) if identity else Path()
