@@ -168,6 +168,19 @@ def _candidates(name: str, extra_dirs: list[Path]) -> list[str]:
     return unique
 
 
+def _by_likelihood(candidates: list[str], major: int, extra_dirs: list[Path]) -> list[str]:
+    """``pg_bin_dirs`` first (the user's choice), then the usual directory of that major, then the rest."""
+    chosen = {os.path.realpath(directory / "x").removesuffix("x") for directory in extra_dirs}
+    markers = (f"/postgresql/{major}/bin/", f"/pgsql-{major}/bin/")
+
+    def rank(path: str) -> int:
+        if any(path.startswith(directory) for directory in chosen):
+            return 0
+        return 1 if any(marker in path for marker in markers) else 2
+
+    return sorted(candidates, key=rank)  # stable: the discovery order within each rank
+
+
 async def _tool_version(path: str) -> Tool | None:
     try:
         process = await asyncio.create_subprocess_exec(
@@ -188,10 +201,16 @@ async def find_tool(name: str, major: int, extra_dirs: list[Path] | None = None)
     pg_dump refuses to dump a server newer than itself, and a newer pg_dump reads older servers, so an
     older tool is never used.
     """
-    tools = [tool for path in _candidates(name, extra_dirs or []) if (tool := await _tool_version(path))]
-    exact = [tool for tool in tools if tool.major == major]
-    if exact:
-        return exact[0]
+    tools: list[Tool] = []
+    for path in _by_likelihood(_candidates(name, extra_dirs or []), major, extra_dirs or []):
+        # Probed one at a time, stopping at the first exact match: each probe is a process (Debian's
+        # pg_wrapper on PATH is a Perl script, ~0.1 s), paid by every backup.
+        tool = await _tool_version(path)
+        if tool is None:
+            continue
+        if tool.major == major:
+            return tool
+        tools.append(tool)
     newer = sorted((tool for tool in tools if tool.major > major), key=lambda tool: tool.major)
     if newer:
         log.warning("no exact tool version", program=name, server_major=major, using=newer[0].path)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+from pathlib import Path
 
 import pytest
 
-from dbguardian.postgres import find_tool, parse_tool_version
+from dbguardian.postgres import _by_likelihood, find_tool, parse_tool_version
 
 
 @pytest.mark.parametrize(
@@ -33,3 +34,23 @@ def test_real_program_version_is_what_it_reports(program: str) -> None:
     reported = subprocess.run([tool.path, "--version"], capture_output=True, text=True, check=True).stdout.strip()
     assert reported == f"{program} (PostgreSQL) {tool.version}"
     assert tool.version.startswith("15.")  # what the manifest records; today it was "15.18-0+deb12u1)"
+
+
+def test_candidates_are_probed_pg_bin_dirs_first_then_the_servers_major(tmp_path: Path) -> None:
+
+    mine = tmp_path / "bin"
+    candidates = [
+        "/usr/bin/pg_dump",  # Debian's pg_wrapper on PATH
+        "/usr/lib/postgresql/13/bin/pg_dump",
+        "/usr/lib/postgresql/15/bin/pg_dump",
+        "/usr/pgsql-15/bin/pg_dump",
+        f"{mine}/pg_dump",
+    ]
+    assert _by_likelihood(candidates, 15, [mine]) == [
+        f"{mine}/pg_dump",
+        "/usr/lib/postgresql/15/bin/pg_dump",
+        "/usr/pgsql-15/bin/pg_dump",
+        "/usr/bin/pg_dump",
+        "/usr/lib/postgresql/13/bin/pg_dump",
+    ]
+    assert _by_likelihood(candidates, 16, []) == candidates
