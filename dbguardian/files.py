@@ -46,3 +46,16 @@ def open_private(path: Path, mode: str = "w", *, exclusive: bool = False) -> IO[
     except BaseException:
         os.close(fd)
         raise
+
+
+def fsync_path(path: str | os.PathLike[str], *, directory: bool = False) -> None:
+    """fsync a file, or a directory (``directory=True``: makes the names created or renamed in it durable)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | (os.O_DIRECTORY if directory else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    fsync_path(path, directory=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import IO
 
 from dbguardian.errors import OperationError
-from dbguardian.files import open_private, private_dirs
+from dbguardian.files import fsync_dir, open_private, private_dirs
 
 CHUNK = 1024 * 1024
 
@@ -50,7 +50,7 @@ def push(source: Path, spool: Path) -> bool:
             _make_spool(spool)
             if final.exists():
                 _check_same(src, final)
-                _fsync_dir(spool)  # the earlier push may have died before its directory fsync
+                fsync_dir(spool)  # the earlier push may have died before its directory fsync
                 return False
             temp = spool / f".{name}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
             try:
@@ -68,7 +68,7 @@ def push(source: Path, spool: Path) -> bool:
                     placed = False
             finally:
                 temp.unlink(missing_ok=True)
-            _fsync_dir(spool)
+            fsync_dir(spool)
             return placed
     except OSError as error:
         raise SpoolError(f"cannot copy {source} into the spool {spool}: {error.strerror or error}") from None
@@ -94,12 +94,4 @@ def _make_spool(spool: Path) -> None:
     if missing:
         private_dirs(spool)
         for directory in missing:
-            _fsync_dir(directory.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+            fsync_dir(directory.parent)

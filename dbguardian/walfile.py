@@ -84,14 +84,6 @@ def _queue_of(dest: str | os.PathLike[str]) -> str:
     return os.path.join(os.path.dirname(os.fspath(dest)), PREFETCH_DIR)
 
 
-def fsync_dir(directory: str | os.PathLike[str]) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def serve_prefetched(name: str, dest: str | os.PathLike[str]) -> bool:
     """Move a prefetched copy of ``name`` to ``dest`` after checking it again; False when there is none
     (or it fails the check: it is removed and the caller downloads the file).

@@ -31,13 +31,13 @@ from dbguardian.catalog import keys
 from dbguardian.catalog.archive import ArchivedWal, find_wal, suffix_codec, wal_suffix
 from dbguardian.catalog.wal import classify, next_segment_name
 from dbguardian.errors import ObjectNotFound, OperationError, PipelineError, StorageError, UsageError
-from dbguardian.files import open_private, private_dirs
+from dbguardian.files import fsync_dir, open_private, private_dirs
 from dbguardian.pipeline.encrypt import decrypt_stream, identity_file
 from dbguardian.pipeline.stages import decompressor
 from dbguardian.pipeline.streams import through_stage
 from dbguardian.policy import Policy
 from dbguardian.storage import Storage, target_storages
-from dbguardian.walfile import LONG_HEADER, fsync_dir, prefetch_dir, serve_prefetched
+from dbguardian.walfile import LONG_HEADER, prefetch_dir, serve_prefetched
 from dbguardian.walfile import PREFETCH_DIR as PREFETCH_DIR
 from dbguardian.walfile import check_wal_file as check_wal_file
 

@@ -42,6 +42,7 @@ from dbguardian.backup.codec import compression_stage, encryption_stage
 from dbguardian.catalog import keys
 from dbguardian.catalog.archive import wal_suffix
 from dbguardian.errors import ObjectExists, ObjectNotFound, OperationError, StorageError
+from dbguardian.files import fsync_dir
 from dbguardian.logs import get_logger
 from dbguardian.pipeline.encrypt import IDENTITY_ENV, decrypt_stream
 from dbguardian.pipeline.stages import decompressor
@@ -127,14 +128,6 @@ def scan_spool(spool: Path) -> list[SpoolFile]:
             stat = entry.stat(follow_symlinks=False)
             found.append(SpoolFile(entry.name, stat.st_size, stat.st_mtime))
     return sorted(found, key=lambda item: item.name)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 async def _file_chunks(path: Path, digest: hashlib._Hash) -> AsyncIterator[bytes]:
@@ -327,7 +320,7 @@ def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
 
 def _remove(path: Path) -> None:
     path.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 async def ship_spool(

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import IO
 
 from dbguardian.errors import OperationError
+from dbguardian.files import fsync_dir, fsync_path
 from dbguardian.pipeline.stages import Stage
-from dbguardian.walfile import fsync_dir
 
 _HAS_FILTERS = hasattr(tarfile, "fully_trusted_filter")
 PIPE_SIZE = 1 << 20
@@ -52,14 +52,6 @@ def check_member(member: tarfile.TarInfo) -> str:
     return name
 
 
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def extract_tar(stream: IO[bytes], pgdata: Path, *, owner: tuple[int, int] | None = None, sync: bool = False) -> int:
     """Extract a tar stream (read sequentially, ``r|``) into ``pgdata``; returns the member count.
 
@@ -85,7 +77,7 @@ def extract_tar(stream: IO[bytes], pgdata: Path, *, owner: tuple[int, int] | Non
                 archive.extract(member, pgdata, numeric_owner=True)
             count += 1
             if pool is not None and member.isfile():
-                pending.append(pool.submit(_fsync_file, pgdata / member.name))
+                pending.append(pool.submit(fsync_path, pgdata / member.name))
             elif member.isdir():
                 directories.append(pgdata / member.name)
         for done in pending:

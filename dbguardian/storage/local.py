@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Literal
 
 from dbguardian.errors import ObjectExists, ObjectNotFound, StorageError
-from dbguardian.files import open_private, private_dirs
+from dbguardian.files import fsync_dir, open_private, private_dirs
 from dbguardian.logs import get_logger
 from dbguardian.policy.base import AbsolutePath
 from dbguardian.policy.storage import StorageConfigBase
@@ -52,14 +52,6 @@ def _describe_os_error(action: str, path: Path, error: OSError) -> StorageError:
     if error.errno == errno.ENOSPC:
         return StorageError(f"{action} {path}: no space left on device")
     return StorageError(f"{action} {path}: {error.strerror or error}")
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class LocalWriter:
@@ -105,7 +97,7 @@ class LocalWriter:
             self._temp.unlink()
         else:
             self._temp.rename(self._final)
-        _fsync_dir(self._final.parent)
+        fsync_dir(self._final.parent)
         return ObjectInfo(key=self._key, size=self._size, modified=datetime.fromtimestamp(self._final.stat().st_mtime, UTC))
 
     async def commit(self, *, if_absent: bool = False) -> ObjectInfo:
