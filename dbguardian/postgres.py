@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 import asyncpg
 
-from dbguardian.errors import DatabaseError, ToolError
+from dbguardian.errors import DatabaseError, ToolError, UsageError
 from dbguardian.logs import get_logger, redact_text, register_secret
 from dbguardian.policy import TargetConfig
 
@@ -78,6 +78,37 @@ def connection_info(target: TargetConfig) -> ConnectionInfo:
     configured = target.secret("password").resolve()
     if configured is not None:
         password = configured
+    return _split(target.dsn, password)
+
+
+def connection_info_from_dsn(dsn: str, password_file: Path | None = None) -> ConnectionInfo:
+    """A server named on the command line (``--dsn``): restore onto another host without editing the policy.
+
+    The password comes from ``password_file``, else ``$PGPASSWORD``, else libpq's ``~/.pgpass``; never from
+    the URL, which would show in the process list.
+    """
+    parts = urlsplit(dsn)
+    if parts.scheme not in {"postgresql", "postgres"} or not (parts.hostname or parse_qsl(parts.query)):
+        raise UsageError(
+            f"--dsn must be a postgresql:// URL with a host, e.g. postgresql://user@db2:5432/app (got {redact_text(dsn)!r})"
+        )
+    if parts.password:
+        raise UsageError(
+            "--dsn must not contain a password (it would show in the process list); use $PGPASSWORD or --password-file"
+        )
+    password = None
+    if password_file is not None:
+        try:
+            password = password_file.read_text().strip() or None
+        except OSError as error:
+            raise UsageError(f"cannot read password file {password_file}: {error.strerror or error}") from None
+    else:
+        password = os.environ.get("PGPASSWORD") or None
+    return _split(dsn, password)
+
+
+def _split(dsn: str, password: str | None) -> ConnectionInfo:
+    parts = urlsplit(dsn)
     register_secret(password)
     netloc = parts.hostname or ""
     if parts.hostname and ":" in parts.hostname:

@@ -1,4 +1,5 @@
-"""Human units for durations (``26h``, ``1h30m``, ``30d``) and sizes (``1MB``, ``512KiB``).
+"""Human units for durations (``26h``, ``1h30m``, ``30d``), sizes (``1MB``, ``512KiB``) and moments
+(``2026-01-15T12:00:00Z``, ``"2026-01-15 12:00"`` in a given zone).
 
 Sizes follow PostgreSQL's convention: ``kB``/``KB``/``KiB`` = 1024 bytes, ``MB``/``MiB`` = 1024², and so on.
 """
@@ -6,7 +7,8 @@ Sizes follow PostgreSQL's convention: ``kB``/``KB``/``KiB`` = 1024 bytes, ``MB``
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
@@ -93,3 +95,22 @@ def format_size(size: int) -> str:
             return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     raise AssertionError("unreachable")
+
+
+def parse_moment(text: str, zone: str) -> datetime:
+    """An ISO 8601 time with a zone (``2026-01-15T12:00:00Z``, ``2026-01-15 12:00+01:00``) or without one
+    (``2026-01-15 12:00``, ``2026-01-15``), which is taken in ``zone`` (the policy's ``timezone``; a wall
+    time that occurs twice when the clocks go back is its first occurrence). Returned in UTC."""
+    cleaned = text.strip()
+    if cleaned[-1:] in {"Z", "z"}:
+        cleaned = cleaned[:-1] + "+00:00"
+    try:
+        moment = datetime.fromisoformat(cleaned)
+    except ValueError:
+        raise ValueError(
+            f'{text!r} is not a time; use ISO 8601 (2026-01-15T12:00:00Z) or "2026-01-15 12:00" in the policy\'s zone'
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=ZoneInfo(zone))
+    # In UTC: a wall time of the repeated hour compares unequal to every other zone's (PEP 495).
+    return moment.astimezone(UTC)

@@ -35,6 +35,21 @@ if TYPE_CHECKING:
 @click.option("--no-owner", is_flag=True, help="Do not restore object ownership (roles missing on this server).")
 @click.option("--from", "from_storage", help="Storage to read from (default: the first that has the backup).")
 @click.option(
+    "--before",
+    metavar="TIME",
+    help='The newest backup taken at or before TIME: ISO 8601, or "2026-01-15 12:00" in the policy\'s timezone.',
+)
+@click.option(
+    "--dsn",
+    metavar="URL",
+    help="Restore onto this server instead of the target's (postgresql://user@host:port/db; no password in it).",
+)
+@click.option(
+    "--password-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="With --dsn: file holding the password (default: $PGPASSWORD, then ~/.pgpass).",
+)
+@click.option(
     "--identity",
     type=click.Path(path_type=Path, dir_okay=False),
     help="age identity or GPG secret key file for encrypted backups (default: $DBGUARDIAN_IDENTITY_FILE).",
@@ -62,6 +77,9 @@ def command(
     jobs: int,
     no_owner: bool,
     from_storage: str | None,
+    before: str | None,
+    dsn: str | None,
+    password_file: Path | None,
     identity: Path | None,
     as_json: bool,
     pitr: bool,
@@ -84,15 +102,31 @@ def command(
                  "--to-latest": to_latest or None, "--start": start or None, "--port": port,
                  "--keep-archiving": keep_archiving or None}  # fmt: skip
     if pitr:
+        if used := [
+            flag for flag, value in {"--before": before, "--dsn": dsn, "--password-file": password_file}.items() if value
+        ]:
+            raise UsageError(f"{', '.join(used)} do not go with --pitr (use --to-time for a moment in the WAL)")
         _restore_pitr(ctx, target, backup_id, pgdata, to_time, to_name, to_lsn, to_latest, start, port, identity,
                       keep_archiving, as_json)  # fmt: skip
         return
     if used := [flag for flag, value in pitr_only.items() if value is not None]:
         raise UsageError(f"{', '.join(used)} only go with --pitr")
+    if password_file is not None and dsn is None:
+        raise UsageError("--password-file goes with --dsn (the target's own password is the policy's)")
+    moment = None
+    if before is not None:
+        from dbguardian.units import parse_moment
+
+        try:
+            moment = parse_moment(before, policy.timezone)
+        except ValueError as error:
+            raise UsageError(f"--before: {error}") from None
     if validate_only:
         from dbguardian.restore import validate
 
-        report = run_async(lambda: validate(policy, target, backup_id, from_storage, identity))
+        if dsn is not None:
+            raise UsageError("--validate-only touches no database; --dsn does not go with it")
+        report = run_async(lambda: validate(policy, target, backup_id, from_storage, identity, before=moment))
         if as_json:
             click.echo(json.dumps({k: v for k, v in report.__dict__.items() if k != "toc"}))
             return
@@ -112,7 +146,10 @@ def command(
 
     from dbguardian.backup.logical import backup_database
     from dbguardian.catalog import SAFETY_TIER
+    from dbguardian.postgres import connection_info_from_dsn
     from dbguardian.restore import restore
+
+    server = None if dsn is None else connection_info_from_dsn(dsn, password_file)
 
     async def safety_backup(database: ConnectionInfo) -> LogicalManifest:
         return await backup_database(policy, target, SAFETY_TIER, database)
@@ -129,6 +166,8 @@ def command(
             from_storage=from_storage,
             identity=identity,
             safety_backup=safety_backup,
+            before=moment,
+            server=server,
         )
     )
     if as_json:
@@ -140,7 +179,7 @@ def command(
             f"(undo: dbguardian restore {target} {result.safety_backup_id} --into {into} --force)"
         )
     click.echo(
-        f"restored backup {result.backup_id} of {target} from {result.storage} into {into!r} "
+        f"restored backup {result.backup_id} of {target} from {result.storage} into {result.server} "
         f"({result.mode}, {result.seconds:.1f}s): {result.tables} tables, {result.rows} rows, "
         "row counts match the manifest"
     )

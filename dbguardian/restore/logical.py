@@ -15,6 +15,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import asyncpg
@@ -50,6 +51,8 @@ class RestoreReport:
     rows: int
     safety_backup_id: str | None = None
     replaced_existing: bool = False
+    server: str = ""
+    """Where it was restored (user@host:port/database), the target's server unless --dsn named another."""
 
 
 def staging_name(into: str) -> str:
@@ -69,8 +72,11 @@ async def restore(
     from_storage: str | None = None,
     identity: Path | None = None,
     safety_backup: SafetyBackup | None = None,
+    before: datetime | None = None,
+    server: ConnectionInfo | None = None,
 ) -> RestoreReport:
-    """Restore backup ``reference`` of ``target_name`` into database ``into`` on the target's server.
+    """Restore backup ``reference`` of ``target_name`` into database ``into`` on the target's server (or on
+    ``server``: another host, for disaster recovery). ``before``: the newest backup from then or earlier.
 
     An existing ``into`` is replaced only with ``force``, and only after ``safety_backup`` backed it up.
     """
@@ -78,12 +84,12 @@ async def restore(
         raise UsageError(f"--into must be a database name of 1 to {MAX_DB_NAME} characters")
     started = time.monotonic()
     target = policy.target(target_name)
-    located = await locate(policy, target_name, reference, from_storage)
+    located = await locate(policy, target_name, reference, from_storage, before=before)
     manifest = located.record.manifest
     if manifest.encryption is not None:
         identity = identity_file(identity)  # fail before touching any database
     pg_restore = await find_tool("pg_restore", server_major_of(manifest.server_version), policy.pg_bin_dirs)
-    server = connection_info(target)
+    server = server or connection_info(target)
     async with admin_session(server) as admin:
         exists = await database_exists(admin, into)
         if exists and not force:
@@ -121,6 +127,7 @@ async def restore(
         rows=verdict.rows,
         safety_backup_id=safety_id,
         replaced_existing=exists,
+        server=server.with_database(into).describe(),
     )
     log.info("restore finished", **report.__dict__)
     return report

@@ -6,6 +6,7 @@ import asyncio
 import os
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from dbguardian.logs import get_logger
@@ -39,6 +40,8 @@ async def validate(
     reference: str,
     from_storage: str | None = None,
     identity: Path | None = None,
+    *,
+    before: datetime | None = None,
 ) -> ValidateReport:
     """Read, checksum, decrypt, decompress and ``pg_restore --list`` a backup, touching no database.
 
@@ -46,7 +49,7 @@ async def validate(
     as possible without the key: every stored byte is read and its sha256 compared.
     """
     started = time.monotonic()
-    located = await locate(policy, target_name, reference, from_storage)
+    located = await locate(policy, target_name, reference, from_storage, before=before)
     manifest = located.record.manifest
     stored = manifest.objects["dump"]
     progress = Progress(f"validate {manifest.id}", stored.size_bytes)

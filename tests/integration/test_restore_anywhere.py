@@ -1,0 +1,131 @@
+"""Restore anywhere: the backup from before a moment (`--before`), onto another server (`--dsn`)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import shutil
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from dbguardian.dbfacts import content_checksums
+from dbguardian.postgres import ConnectionInfo, connected
+from dbguardian.throwaway import ThrowawayCluster, short_tempdir
+from tests.conftest import PolicyFactory, Postgres, run_cli
+from tests.support.pg import backup, checksums, listed
+
+RESTORER = "restorer"
+
+
+def started_at(policy: Path, backup_id: str) -> datetime:
+    [entry] = [item for item in listed(policy, "app") if item["id"] == backup_id]
+    return datetime.fromisoformat(entry["started_at"].replace("Z", "+00:00"))
+
+
+def test_before_picks_the_newest_backup_taken_then_or_earlier(
+    pg: Postgres, database: str, make_policy: PolicyFactory, dropper: Callable[[str], str]
+) -> None:
+    policy = make_policy(database, extra={"timezone": "Europe/Berlin"})
+    first = backup(policy, "--tier", "daily")
+    pg.psql("INSERT INTO public.settings VALUES ('after-first', 'x')", database)
+    second = backup(policy, "--tier", "weekly")
+    second_rows = pg.psql("SELECT count(*) FROM public.settings", database)
+    pg.psql("INSERT INTO public.settings VALUES ('after-second', 'x')", database)
+    third = backup(policy)
+    assert len({first, second, third}) == 3
+
+    # The second backup's own start, as ISO 8601 with a zone: inclusive, across tiers.
+    at_second = started_at(policy, second).isoformat()
+    into = dropper(f"{database}_before")
+    result = run_cli(policy, "restore", "app", "--before", at_second, "--into", into, "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["backup_id"] == second
+    assert pg.psql("SELECT count(*) FROM public.settings", into) == second_rows
+
+    # A wall-clock time without a zone is the policy's (Europe/Berlin): just before the third backup.
+    local = started_at(policy, third).astimezone(ZoneInfo("Europe/Berlin")).replace(tzinfo=None)
+    checked = run_cli(policy, "restore", "app", "--before", f"{local:%Y-%m-%d %H:%M:%S}", "--validate-only", "--json")
+    assert checked.returncode == 0, checked.stderr
+    # Second granularity: the third started within this second or just after it.
+    assert json.loads(checked.stdout)["backup_id"] in {second, third}
+    earlier = started_at(policy, second).astimezone(ZoneInfo("Europe/Berlin")).replace(tzinfo=None)
+    checked = run_cli(policy, "restore", "app", "--before", earlier.isoformat(" "), "--validate-only", "--json")
+    assert json.loads(checked.stdout)["backup_id"] == second
+
+    none = run_cli(policy, "restore", "app", "--before", "2001-01-01 00:00", "--into", dropper(f"{database}_none"))
+    assert none.returncode == 1
+    # Midnight in Berlin is 23:00 UTC the day before: the zone was applied.
+    assert "no valid backup from 2000-12-31T23:00:00Z or earlier" in none.stderr and "Traceback" not in none.stderr
+    bad = run_cli(policy, "restore", "app", "--before", "yesterday noon", "--into", "x")
+    assert bad.returncode == 2 and "--before" in bad.stderr and "ISO 8601" in bad.stderr
+    both = run_cli(policy, "restore", "app", first, "--before", at_second, "--into", "x")
+    assert both.returncode == 2 and "not both" in both.stderr
+    with_pitr = run_cli(policy, "restore", "app", "--pitr", "--before", at_second, "--pgdata", "/nonexistent")
+    assert with_pitr.returncode == 2 and "--before" in with_pitr.stderr
+
+
+@pytest.fixture(scope="module")
+def second_server() -> Iterator[tuple[ThrowawayCluster, str]]:
+    """Another PostgreSQL 15 (the new host of a disaster recovery), with a login role that may create databases."""
+    base = short_tempdir("dbgt2-")
+    cluster = ThrowawayCluster(base / "pg").start()
+    password = secrets.token_urlsafe(12)
+    cluster.create_role(RESTORER, password)
+    try:
+        yield cluster, password
+    finally:
+        cluster.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def checksums_on(cluster: ThrowawayCluster, password: str, database: str) -> dict[str, str]:
+    async def read() -> dict[str, str]:
+        info = ConnectionInfo(cluster.dsn(database, RESTORER), password, database)
+        async with connected(info) as connection:
+            return await content_checksums(connection)
+
+    return asyncio.run(read())
+
+
+def test_dsn_restores_onto_another_server_without_a_password_in_the_arguments(
+    pg: Postgres, database: str, make_policy: PolicyFactory, second_server: tuple[ThrowawayCluster, str], tmp_path: Path
+) -> None:
+    cluster, password = second_server
+    policy = make_policy(database)
+    backup(policy)
+    dsn = cluster.dsn("postgres", RESTORER)
+
+    # The password from the environment (as libpq reads it); the target's own server is not touched.
+    result = run_cli(policy, "restore", "app", "--into", "recovered", "--dsn", dsn, "--no-owner", "--json",
+                     PGPASSWORD=password)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["server"] == f"{RESTORER}@127.0.0.1:{cluster.port}/recovered"
+    assert checksums_on(cluster, password, "recovered") == checksums(pg, database)
+    assert pg.psql("SELECT count(*) FROM pg_database WHERE datname = 'recovered'") == "0"
+
+    # From a file; an existing database there is refused without --force, like on the target's server.
+    password_file = tmp_path / "restorer.password"
+    password_file.write_text(password + "\n")
+    again = run_cli(policy, "restore", "app", "--into", "recovered", "--dsn", dsn, "--password-file", str(password_file))
+    assert again.returncode == 1 and "already exists" in again.stderr
+    other = run_cli(policy, "restore", "app", "--into", "recovered2", "--dsn", dsn, "--password-file",
+                    str(password_file), "--no-owner")  # fmt: skip
+    assert other.returncode == 0, other.stderr
+    assert f"{RESTORER}@127.0.0.1:{cluster.port}/recovered2" in other.stdout
+
+    # A password in the URL would be in the process list: refused, and not echoed.
+    secret = "s3cret-" + secrets.token_hex(4)
+    leaky = run_cli(policy, "restore", "app", "--into", "x", "--dsn", f"postgresql://{RESTORER}:{secret}@127.0.0.1/postgres")
+    assert leaky.returncode == 2 and "must not contain a password" in leaky.stderr and secret not in leaky.stderr
+    wrong = run_cli(policy, "restore", "app", "--into", "x", "--dsn", dsn, PGPASSWORD="wrong-" + secret)
+    assert wrong.returncode == 1 and "cannot connect" in wrong.stderr and secret not in wrong.stderr
+    alone = run_cli(policy, "restore", "app", "--into", "x", "--password-file", str(password_file))
+    assert alone.returncode == 2 and "--password-file goes with --dsn" in alone.stderr
+    for name in ("recovered", "recovered2"):
+        cluster.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
