@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import click
@@ -10,6 +11,7 @@ import click
 from dbguardian.cli.common import policy_from, run_async
 from dbguardian.errors import OperationError, UsageError
 from dbguardian.jobs.drill import DrillReport, read_history, run_drill
+from dbguardian.postgres import connection_info_from_dsn
 
 # `drill history` lists past drills, unless the policy has a target of that name (then it drills it).
 HISTORY_WORD = "history"
@@ -20,8 +22,22 @@ HISTORY_WORD = "history"
 @click.option("--history", "history", is_flag=True, help="List past drills (of TARGET only, when given).")
 @click.option("--backup", "backup_id", help="Drill this backup id (default: per the target's drill.pick).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report (or the history) as JSON.")
+@click.option("--dsn", metavar="URL", help="Drill on this server (postgresql://user@host:port/db; no password in it).")
+@click.option(
+    "--password-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="With --dsn: file holding the password (default: $PGPASSWORD, then ~/.pgpass).",
+)
 @click.pass_context
-def command(ctx: click.Context, target: str | None, history: bool, backup_id: str | None, as_json: bool) -> None:
+def command(
+    ctx: click.Context,
+    target: str | None,
+    history: bool,
+    backup_id: str | None,
+    as_json: bool,
+    dsn: str | None,
+    password_file: Path | None,
+) -> None:
     """Restore a backup of TARGET into a scratch database and check it; `drill --history [TARGET]` lists past drills."""
     policy = policy_from(ctx)
     if not history and target == HISTORY_WORD and HISTORY_WORD not in policy.targets:
@@ -32,7 +48,10 @@ def command(ctx: click.Context, target: str | None, history: bool, backup_id: st
     if target is None:
         raise UsageError("drill needs a TARGET (or --history)")
     policy.target(target)  # unknown target: a usage error naming the defined ones
-    report = run_async(lambda: run_drill(policy, target, backup_id))
+    if password_file is not None and dsn is None:
+        raise UsageError("--password-file goes with --dsn")
+    server = None if dsn is None else connection_info_from_dsn(dsn, password_file)
+    report = run_async(lambda: run_drill(policy, target, backup_id, server=server))
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
     else:

@@ -22,7 +22,7 @@ from dbguardian.catalog import Catalog, LogicalManifest, latest
 from dbguardian.catalog.service import regular
 from dbguardian.cleanup import cleanup_failed
 from dbguardian.drill import pick_backup, scratch_name
-from dbguardian.errors import DbguardianError
+from dbguardian.errors import DbguardianError, UsageError
 from dbguardian.health import Verdict
 from dbguardian.jobs.outcome import JobContext, JobKind, JobOutcome
 from dbguardian.jobs.pitr_drill import run_pitr_drill
@@ -85,9 +85,13 @@ def _drill_connection(target: TargetConfig, config: DrillConfig) -> ConnectionIn
 
 @contextlib.asynccontextmanager
 async def drill_server(
-    target: TargetConfig, config: DrillConfig, manifest: LogicalManifest
+    target: TargetConfig, config: DrillConfig, manifest: LogicalManifest, server: ConnectionInfo | None = None
 ) -> AsyncIterator[ConnectionInfo]:
-    """Where the drill restores: the target's (or drill.dsn's) server, or a throw-away local cluster."""
+    """Where the drill restores: ``server`` (``drill --dsn``), the target's (or drill.dsn's) server, or a
+    throw-away local cluster."""
+    if server is not None:
+        yield server
+        return
     if config.mode == "server":
         yield _drill_connection(target, config)
         return
@@ -105,11 +109,20 @@ async def _verify(info: ConnectionInfo, manifest: LogicalManifest, config: Drill
 
 
 async def run_drill(
-    policy: Policy, target_name: str, backup_id: str | None = None, *, rng: random.Random | None = None
+    policy: Policy,
+    target_name: str,
+    backup_id: str | None = None,
+    *,
+    rng: random.Random | None = None,
+    server: ConnectionInfo | None = None,
 ) -> DrillReport:
+    """Drill ``target_name`` (its ``drill:`` settings); ``server``: restore on that server instead (logical drills)."""
     target = policy.target(target_name)
     config = target.drill
-    report = DrillReport(target_name, None, None, config.mode, None, datetime.now(UTC).isoformat())
+    if server is not None and target.drill_kind == "pitr":
+        raise UsageError("--dsn applies to logical drills; a point-in-time drill restores into a throw-away local cluster")
+    mode = config.mode if server is None else "server"
+    report = DrillReport(target_name, None, None, mode, None, datetime.now(UTC).isoformat())
     report.rto_target_seconds = config.rto_target.total_seconds() if config.rto_target else None
     started = time.monotonic()
     report.kind = target.drill_kind
@@ -122,7 +135,7 @@ async def run_drill(
             rpo = report.recovery.get("rpo_seconds")
             report.rpo_seconds = float(rpo) if isinstance(rpo, int | float) else None
         else:
-            await _drill(policy, target_name, target, config, backup_id, rng or random.Random(), report)
+            await _drill(policy, target_name, target, config, backup_id, rng or random.Random(), report, server)
     except DbguardianError as error:
         report.error = str(error)
     except asyncio.CancelledError:
@@ -142,6 +155,7 @@ async def _drill(
     backup_id: str | None,
     rng: random.Random,
     report: DrillReport,
+    server_override: ConnectionInfo | None = None,
 ) -> None:
     storages = target_storages(policy, target_name)
     catalog = Catalog(storages)
@@ -158,7 +172,7 @@ async def _drill(
     identity = config.identity_file if manifest.encryption is not None else None
     pg_restore = await find_tool("pg_restore", server_major_of(manifest.server_version), policy.pg_bin_dirs)
     async with (
-        drill_server(target, config, manifest) as server,
+        drill_server(target, config, manifest, server_override) as server,
         admin_session(server) as admin,
         scratch_database(admin, server, scratch_name(target_name, secrets.token_hex(4)), manifest) as scratch,
     ):

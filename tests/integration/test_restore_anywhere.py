@@ -129,3 +129,22 @@ def test_dsn_restores_onto_another_server_without_a_password_in_the_arguments(
     assert alone.returncode == 2 and "--password-file goes with --dsn" in alone.stderr
     for name in ("recovered", "recovered2"):
         cluster.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def test_a_drill_runs_on_the_server_dsn_names(
+    pg: Postgres, database: str, make_policy: PolicyFactory, second_server: tuple[ThrowawayCluster, str]
+) -> None:
+    cluster, password = second_server
+    policy = make_policy(database)
+    backup_id = backup(policy)
+    before = set(cluster.psql("SELECT datname FROM pg_database").split())
+    result = run_cli(policy, "drill", "app", "--dsn", cluster.dsn("postgres", RESTORER), "--json", PGPASSWORD=password)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["ok"] and report["backup_id"] == backup_id and report["mode"] == "server"
+    checks = {check["name"]: check for check in report["checks"]}
+    assert checks["row counts"]["ok"] and "5 tables" in checks["row counts"]["observed"]
+    # Its scratch database was on that server, and is gone again.
+    assert set(cluster.psql("SELECT datname FROM pg_database").split()) == before
+    alone = run_cli(policy, "drill", "app", "--password-file", "/nonexistent")
+    assert alone.returncode == 2 and "--password-file goes with --dsn" in alone.stderr
