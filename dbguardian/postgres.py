@@ -199,6 +199,14 @@ def _candidates(name: str, extra_dirs: list[Path]) -> list[str]:
     return unique
 
 
+async def newest_tool(name: str, extra_dirs: list[Path] | None = None) -> Tool:
+    """The newest ``name`` found (for reading an archive of unknown origin: newer tools read older archives)."""
+    tools = [tool for path in _candidates(name, extra_dirs or []) if (tool := await _tool_version(path))]
+    if not tools:
+        raise ToolError(f"no {name} found; install the PostgreSQL client tools or add their directory to pg_bin_dirs")
+    return max(tools, key=lambda tool: tool.major)
+
+
 def _by_likelihood(candidates: list[str], major: int, extra_dirs: list[Path]) -> list[str]:
     """``pg_bin_dirs`` first (the user's choice), then the usual directory of that major, then the rest."""
     chosen = {os.path.realpath(directory / "x").removesuffix("x") for directory in extra_dirs}

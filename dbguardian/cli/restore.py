@@ -35,6 +35,12 @@ if TYPE_CHECKING:
 @click.option("--no-owner", is_flag=True, help="Do not restore object ownership (roles missing on this server).")
 @click.option("--from", "from_storage", help="Storage to read from (default: the first that has the backup).")
 @click.option(
+    "--file",
+    "dump_file",
+    type=click.Path(path_type=Path, exists=True),
+    help="Restore a dump made outside dbguardian: plain SQL, pg_dump custom/tar/directory, gzip or zstd (by content).",
+)
+@click.option(
     "--before",
     metavar="TIME",
     help='The newest backup taken at or before TIME: ISO 8601, or "2026-01-15 12:00" in the policy\'s timezone.',
@@ -77,6 +83,7 @@ def command(
     jobs: int,
     no_owner: bool,
     from_storage: str | None,
+    dump_file: Path | None,
     before: str | None,
     dsn: str | None,
     password_file: Path | None,
@@ -113,6 +120,13 @@ def command(
         raise UsageError(f"{', '.join(used)} only go with --pitr")
     if password_file is not None and dsn is None:
         raise UsageError("--password-file goes with --dsn (the target's own password is the policy's)")
+    if dump_file is not None:
+        catalog_only = {"BACKUP_ID": None if backup_id == "latest" else backup_id, "--before": before,
+                        "--from": from_storage, "--identity": identity, "--pitr": pitr or None}  # fmt: skip
+        if used := [flag for flag, value in catalog_only.items() if value is not None]:
+            raise UsageError(f"--file restores that file; {', '.join(used)} choose a backup from the catalog instead")
+        _restore_file(ctx, target, dump_file, into, validate_only, force, jobs, no_owner, dsn, password_file, as_json)
+        return
     moment = None
     if before is not None:
         from dbguardian.units import parse_moment
@@ -236,4 +250,72 @@ def _restore_pitr(
         f"extracted base backup {report.backup_id} of {target} into {report.pgdata}, recovery to {goal} set up "
         f"(port {report.port}, socket directory {report.socket_dir}). Next, start it as the data directory's "
         f"owner; it replays the WAL, stops at the target and is promoted:\n  {report.start_command}"
+    )
+
+
+def _restore_file(
+    ctx: click.Context,
+    target: str,
+    dump_file: Path,
+    into: str | None,
+    validate_only: bool,
+    force: bool,
+    jobs: int,
+    no_owner: bool,
+    dsn: str | None,
+    password_file: Path | None,
+    as_json: bool,
+) -> None:
+    from dbguardian.restore.external import restore_file, validate_file
+
+    policy = policy_from(ctx)
+    policy.target(target)
+    if validate_only:
+        if dsn is not None:
+            raise UsageError("--validate-only touches no database; --dsn does not go with it")
+        checked = run_async(lambda: validate_file(policy, dump_file))
+        if as_json:
+            click.echo(json.dumps(checked.__dict__))
+            return
+        entries = "" if checked.toc_entries is None else f", {checked.toc_entries} archive entries"
+        click.echo(
+            f"{dump_file} is a readable {checked.format}: {format_size(checked.raw_bytes)} "
+            f"decompressed{entries} ({checked.seconds:.1f}s); {checked.checked}"
+        )
+        return
+    if not into:
+        raise UsageError("restore --file needs --into DBNAME (or --validate-only)")
+    from dbguardian.backup.logical import backup_database
+    from dbguardian.catalog import SAFETY_TIER
+    from dbguardian.postgres import connection_info_from_dsn
+
+    server = None if dsn is None else connection_info_from_dsn(dsn, password_file)
+
+    async def safety_backup(database: ConnectionInfo) -> LogicalManifest:
+        return await backup_database(policy, target, SAFETY_TIER, database)
+
+    result = run_async(
+        lambda: restore_file(
+            policy,
+            target,
+            dump_file,
+            into,
+            force=force,
+            jobs=jobs,
+            no_owner=no_owner,
+            server=server,
+            safety_backup=safety_backup,
+        )
+    )
+    if as_json:
+        click.echo(json.dumps(result.__dict__))
+        return
+    if result.safety_backup_id:
+        click.echo(
+            f"safety backup of the previous {into!r}: {result.safety_backup_id} "
+            f"(undo: dbguardian restore {target} {result.safety_backup_id} --into {into} --force)"
+        )
+    click.echo(
+        f"restored {dump_file} ({result.format}) into {result.server} ({result.mode}, {result.seconds:.1f}s); "
+        f"{result.checked}"
     )

@@ -11,9 +11,10 @@ taken is the caller's: restore sits below the jobs layer and is handed a ``safet
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -31,7 +32,15 @@ from dbguardian.progress import Progress
 from dbguardian.restore.locate import locate, server_major_of
 from dbguardian.restore.pg_restore import archive, run_pg_restore
 from dbguardian.restore.verify import verify_counts
-from dbguardian.scratch import MAX_DB_NAME, ScratchDatabase, admin_session, database_exists, drop_database, scratch_database
+from dbguardian.scratch import (
+    MAX_DB_NAME,
+    DatabaseLike,
+    ScratchDatabase,
+    admin_session,
+    database_exists,
+    drop_database,
+    scratch_database,
+)
 
 log = get_logger("dbguardian.restore")
 
@@ -90,32 +99,24 @@ async def restore(
         identity = identity_file(identity)  # fail before touching any database
     pg_restore = await find_tool("pg_restore", server_major_of(manifest.server_version), policy.pg_bin_dirs)
     server = server or connection_info(target)
-    async with admin_session(server) as admin:
-        exists = await database_exists(admin, into)
-        if exists and not force:
-            raise RestoreRefused(
-                f"database {into!r} already exists; pass --force to replace it (a safety backup is taken first)"
-            )
-        if exists and safety_backup is None:
-            raise RestoreRefused(f"database {into!r} exists and no safety backup can be taken here; not replacing it")
-        safety_id = None
-        if exists and safety_backup is not None:
-            safety_id = (await safety_backup(server.with_database(into))).id
-            log.info("safety backup taken before replacing", database=into, id=safety_id)
-        async with scratch_database(admin, server, staging_name(into), manifest) as staging:
-            log.info("restore started", target=target_name, id=manifest.id, storage=located.storage.name,
-                     staging=staging.name)  # fmt: skip
-            progress = Progress(f"restore {manifest.id}", manifest.objects["dump"].size_bytes)
-            # One job streams straight into pg_restore (no copy on disk); parallel jobs need a seekable file.
-            spool_dir = policy.state_dir / "tmp" if jobs > 1 else None
-            async with archive(located, identity=identity, spool_dir=spool_dir, progress=progress) as source:
-                mode = await run_pg_restore(pg_restore.path, staging.info, source, jobs=jobs, no_owner=no_owner)
-            if spool_dir is None:
-                progress.finish()
-            async with connected(staging.info) as connection:
-                verdict = await verify_counts(connection, manifest)
-            verdict.raise_for_mismatch()
-            await _swap_into_place(staging, into, exists)
+    async with (
+        admin_session(server) as admin,
+        staged(admin, server, into, manifest, force=force, safety_backup=safety_backup) as stage,
+    ):
+        staging, exists, safety_id = stage.database, stage.replaces, stage.safety_backup_id
+        log.info("restore started", target=target_name, id=manifest.id, storage=located.storage.name,
+                 staging=staging.name)  # fmt: skip
+        progress = Progress(f"restore {manifest.id}", manifest.objects["dump"].size_bytes)
+        # One job streams straight into pg_restore (no copy on disk); parallel jobs need a seekable file.
+        spool_dir = policy.state_dir / "tmp" if jobs > 1 else None
+        async with archive(located, identity=identity, spool_dir=spool_dir, progress=progress) as source:
+            mode = await run_pg_restore(pg_restore.path, staging.info, source, jobs=jobs, no_owner=no_owner)
+        if spool_dir is None:
+            progress.finish()
+        async with connected(staging.info) as connection:
+            verdict = await verify_counts(connection, manifest)
+        verdict.raise_for_mismatch()
+        await swap_into_place(staging, into, exists)
     report = RestoreReport(
         backup_id=manifest.id,
         target=target_name,
@@ -133,7 +134,45 @@ async def restore(
     return report
 
 
-async def _swap_into_place(staging: ScratchDatabase, into: str, replace: bool) -> None:
+@dataclass
+class Stage:
+    """The staging database of a restore, and what the restore will replace."""
+
+    database: ScratchDatabase
+    replaces: bool
+    safety_backup_id: str | None
+
+
+@contextlib.asynccontextmanager
+async def staged(
+    admin: asyncpg.Connection,
+    server: ConnectionInfo,
+    into: str,
+    like: DatabaseLike,
+    *,
+    force: bool,
+    safety_backup: SafetyBackup | None,
+) -> AsyncIterator[Stage]:
+    """The staging database for a restore into ``into`` (dropped on exit unless moved into place).
+
+    An existing ``into`` is refused without ``force``, and replaced only after ``safety_backup`` backed it up.
+    """
+    exists = await database_exists(admin, into)
+    if exists and not force:
+        raise RestoreRefused(
+            f"database {into!r} already exists; pass --force to replace it (a safety backup is taken first)"
+        )
+    if exists and safety_backup is None:
+        raise RestoreRefused(f"database {into!r} exists and no safety backup can be taken here; not replacing it")
+    safety_id = None
+    if exists and safety_backup is not None:
+        safety_id = (await safety_backup(server.with_database(into))).id
+        log.info("safety backup taken before replacing", database=into, id=safety_id)
+    async with scratch_database(admin, server, staging_name(into), like) as staging:
+        yield Stage(staging, exists, safety_id)
+
+
+async def swap_into_place(staging: ScratchDatabase, into: str, replace: bool) -> None:
     """Rename the verified staging database to ``into``; an existing ``into`` is retired, then dropped."""
     admin: asyncpg.Connection = staging.admin
     retired = staging_name(into + "_old")

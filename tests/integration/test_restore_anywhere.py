@@ -6,6 +6,7 @@ import asyncio
 import json
 import secrets
 import shutil
+import subprocess
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -148,3 +149,79 @@ def test_a_drill_runs_on_the_server_dsn_names(
     assert set(cluster.psql("SELECT datname FROM pg_database").split()) == before
     alone = run_cli(policy, "drill", "app", "--password-file", "/nonexistent")
     assert alone.returncode == 2 and "--password-file goes with --dsn" in alone.stderr
+
+
+def pg_dump(pg: Postgres, database: str, out: Path, *args: str) -> Path:
+    env = {"PGPASSWORD": pg.password, "PATH": "/usr/bin:/bin"}
+    argv = [str(pg.cluster.bin_dir / "pg_dump"), f"--dbname={pg.dsn(database)}", f"--file={out}", *args]
+    subprocess.run(argv, env=env, check=True, capture_output=True)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("name", "dump_args", "compress"),
+    [
+        ("plain.sql", ["--format=plain"], None),
+        ("plain.sql.gz", ["--format=plain"], ["gzip", "-c"]),
+        ("dump.backup", ["--format=custom"], None),  # a name that says nothing: the content decides
+        ("custom.pgc.zst", ["--format=custom", "--compress=0"], ["zstd", "-q", "-c"]),
+        ("archive.tar", ["--format=tar"], None),
+        ("dir", ["--format=directory"], None),
+    ],
+)
+def test_file_restores_every_dump_format_by_its_content(
+    pg: Postgres,
+    database: str,
+    make_policy: PolicyFactory,
+    dropper: Callable[[str], str],
+    tmp_path: Path,
+    name: str,
+    dump_args: list[str],
+    compress: list[str] | None,
+) -> None:
+    policy = make_policy(database)
+    raw = pg_dump(pg, database, tmp_path / ("raw-" + name), *dump_args)
+    dump = raw
+    if compress is not None:
+        dump = tmp_path / name
+        with dump.open("wb") as out:
+            subprocess.run([*compress, str(raw)], stdout=out, check=True)
+
+    checked = run_cli(policy, "restore", "app", "--file", str(dump), "--validate-only", "--json")
+    assert checked.returncode == 0, checked.stderr
+    report = json.loads(checked.stdout)
+    assert "no manifest" in report["checked"]
+    assert ("plain SQL" if "plain" in name else "pg_dump") in report["format"]
+    assert (compress is None) == ("compressed" not in report["format"])
+
+    into = dropper(f"{database}_file")
+    result = run_cli(policy, "restore", "app", "--file", str(dump), "--into", into)
+    assert result.returncode == 0, result.stderr
+    assert "row counts were not checked" in result.stdout and f"/{into}" in result.stdout
+    assert checksums(pg, into) == checksums(pg, database)
+
+
+def test_file_that_is_no_dump_or_switches_databases_is_refused_before_anything_is_created(
+    pg: Postgres, database: str, make_policy: PolicyFactory, tmp_path: Path
+) -> None:
+    policy = make_policy(database)
+    before = pg.psql("SELECT count(*) FROM pg_database")
+    script = tmp_path / "all.sql"
+    script.write_text("CREATE TABLE a(i int);\n\\connect postgres\nDROP TABLE IF EXISTS important;\n")
+    refused = run_cli(policy, "restore", "app", "--file", str(script), "--into", "never_made")
+    assert refused.returncode == 1 and "switches databases" in refused.stderr
+    noise = tmp_path / "noise.bin"
+    noise.write_bytes(bytes(range(256)) * 64)
+    garbage = run_cli(policy, "restore", "app", "--file", str(noise), "--into", "never_made")
+    assert garbage.returncode == 1 and "neither a pg_dump archive" in garbage.stderr
+    broken = tmp_path / "broken.sql.zst"
+    broken.write_bytes(b"\x28\xb5\x2f\xfd" + bytes(100))
+    cut = run_cli(policy, "restore", "app", "--file", str(broken), "--into", "never_made")
+    assert cut.returncode == 1 and "cannot be decompressed" in cut.stderr
+    failing = tmp_path / "fails.sql"
+    failing.write_text("CREATE TABLE kept_out(i int);\nSELECT no_such_function();\n")
+    failed = run_cli(policy, "restore", "app", "--file", str(failing), "--into", "never_made")
+    assert failed.returncode == 1 and "no_such_function" in failed.stderr
+    assert pg.psql("SELECT count(*) FROM pg_database") == before  # no staging database left behind
+    both = run_cli(policy, "restore", "app", "--file", str(script), "--before", "2026-01-01", "--into", "x")
+    assert both.returncode == 2 and "--file restores that file" in both.stderr
