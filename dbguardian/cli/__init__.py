@@ -28,6 +28,7 @@ COMMANDS = {
     "backup": "backup",
     "list": "list_backups",
     "restore": "restore",
+    "export": "export",
     "verify": "verify",
     "drill": "drill",
     "prune": "prune",
