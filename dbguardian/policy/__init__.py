@@ -18,6 +18,7 @@ from __future__ import annotations
 from dbguardian.policy.base import Duration, Size, StrictModel
 from dbguardian.policy.codec import AgeEncryptionConfig, CompressionConfig, EncryptionConfig, GpgEncryptionConfig
 from dbguardian.policy.drill import DrillCheck, DrillConfig, VerifyConfig
+from dbguardian.policy.hooks import HooksConfig
 from dbguardian.policy.loader import DEFAULT_POLICY_PATH, load_policy, parse_policy, summarize
 from dbguardian.policy.monitoring import (
     DEFAULT_HEALTH_CRON,
@@ -55,6 +56,7 @@ __all__ = [
     "GpgEncryptionConfig",
     "HealthOverrides",
     "HealthRules",
+    "HooksConfig",
     "IntegrityOverrides",
     "IntegrityRules",
     "MetricsConfig",

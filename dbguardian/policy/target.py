@@ -10,6 +10,7 @@ from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_v
 from dbguardian.policy.base import NAME_PATTERN, Duration, StrictModel, validate_dsn
 from dbguardian.policy.codec import CompressionConfig, EncryptionConfig
 from dbguardian.policy.drill import DrillConfig, VerifyConfig
+from dbguardian.policy.hooks import HooksConfig
 from dbguardian.policy.monitoring import HealthOverrides, PingsConfig
 from dbguardian.policy.secrets import HasSecrets
 from dbguardian.policy.trigger import Trigger
@@ -67,6 +68,8 @@ class TargetConfig(HasSecrets, StrictModel):
     verify: VerifyConfig | None = None
     wal: WalConfig | None = None
     """Continuous WAL archiving (point-in-time recovery); physical tiers and PITR drills need it."""
+    hooks: HooksConfig = HooksConfig()
+    """Programs run around a restore (``pre_restore`` / ``post_restore``)."""
 
     @field_validator("dsn")
     @classmethod

@@ -31,6 +31,7 @@ from dbguardian.pipeline.stages import decompressor
 from dbguardian.pipeline.streams import through_stage
 from dbguardian.policy import Policy
 from dbguardian.postgres import ConnectionInfo, connected, connection_info, find_tool, newest_tool
+from dbguardian.restore.hooks import HookFailed, run_hook
 from dbguardian.restore.logical import SafetyBackup, staged, swap_into_place
 from dbguardian.restore.pg_restore import run_pg_restore
 from dbguardian.scratch import MAX_DB_NAME, admin_session
@@ -224,8 +225,12 @@ async def restore_file(
         await _check_plain(path, found.compression)  # before anything is created
         if jobs > 1:
             raise UsageError("--jobs applies to pg_dump archives; a plain SQL script runs in one psql session")
-    server = server or connection_info(policy.target(target_name))
+    target = policy.target(target_name)
+    server = server or connection_info(target)
+    where = server.with_database(into).describe()
+    hook_context = {"target": target_name, "database": into, "server": where, "source": str(path)}
     major = await _server_major(server)
+    await run_hook("pre_restore", target.hooks, **hook_context)  # a failure stops here: nothing touched yet
     tool = await find_tool("psql" if found.kind == "plain" else "pg_restore", major, policy.pg_bin_dirs)
     async with admin_session(server) as admin:
         like = await _server_defaults(admin)
@@ -245,13 +250,17 @@ async def restore_file(
         file=str(path),
         format=found.describe(),
         database=into,
-        server=server.with_database(into).describe(),
+        server=where,
         mode=mode,
         seconds=round(time.monotonic() - started, 3),
         safety_backup_id=stage.safety_backup_id,
         replaced_existing=stage.replaces,
     )
     log.info("restore of a file finished", **report.__dict__)
+    try:
+        await run_hook("post_restore", target.hooks, **hook_context)
+    except HookFailed as error:  # the restore itself is done and stays: say both
+        raise HookFailed(f"restored {path} into {where}, but the {error}") from None
     return report
 
 

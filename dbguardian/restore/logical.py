@@ -29,6 +29,7 @@ from dbguardian.pipeline.encrypt import identity_file
 from dbguardian.policy import Policy
 from dbguardian.postgres import ConnectionInfo, connected, connection_info, find_tool
 from dbguardian.progress import Progress
+from dbguardian.restore.hooks import HookFailed, run_hook
 from dbguardian.restore.locate import locate, server_major_of
 from dbguardian.restore.pg_restore import archive, run_pg_restore
 from dbguardian.restore.verify import verify_counts
@@ -99,6 +100,9 @@ async def restore(
         identity = identity_file(identity)  # fail before touching any database
     pg_restore = await find_tool("pg_restore", server_major_of(manifest.server_version), policy.pg_bin_dirs)
     server = server or connection_info(target)
+    where = server.with_database(into).describe()
+    hook_context = {"target": target_name, "database": into, "server": where, "source": manifest.id}
+    await run_hook("pre_restore", target.hooks, **hook_context)  # a failure stops here: nothing touched yet
     async with (
         admin_session(server) as admin,
         staged(admin, server, into, manifest, force=force, safety_backup=safety_backup) as stage,
@@ -128,9 +132,13 @@ async def restore(
         rows=verdict.rows,
         safety_backup_id=safety_id,
         replaced_existing=exists,
-        server=server.with_database(into).describe(),
+        server=where,
     )
     log.info("restore finished", **report.__dict__)
+    try:
+        await run_hook("post_restore", target.hooks, **hook_context)
+    except HookFailed as error:  # the restore itself is done and stays: say both
+        raise HookFailed(f"restored {manifest.id} into {where}, but the {error}") from None
     return report
 
 

@@ -225,3 +225,40 @@ def test_file_that_is_no_dump_or_switches_databases_is_refused_before_anything_i
     assert pg.psql("SELECT count(*) FROM pg_database") == before  # no staging database left behind
     both = run_cli(policy, "restore", "app", "--file", str(script), "--before", "2026-01-01", "--into", "x")
     assert both.returncode == 2 and "--file restores that file" in both.stderr
+
+
+def test_restore_hooks_run_around_the_restore_and_a_failing_pre_hook_touches_nothing(
+    pg: Postgres, database: str, make_policy: PolicyFactory, dropper: Callable[[str], str], tmp_path: Path
+) -> None:
+    log = tmp_path / "hooks.log"
+    record = ["/bin/sh", "-c", f'echo "$DBGUARDIAN_HOOK $DBGUARDIAN_DATABASE $DBGUARDIAN_SOURCE" >> {log}']
+    policy = make_policy(database, hooks={"pre_restore": record, "post_restore": record})
+    backup_id = backup(policy)
+    into = dropper(f"{database}_hooked")
+    result = run_cli(policy, "restore", "app", "--into", into)
+    assert result.returncode == 0, result.stderr
+    assert log.read_text().splitlines() == [f"pre_restore {into} {backup_id}", f"post_restore {into} {backup_id}"]
+
+    # A failing pre_restore hook: the existing database is not replaced (no safety backup, no staging).
+    before = pg.psql("SELECT count(*) FROM pg_database")
+    checksum = checksums(pg, into)
+    failing = make_policy(database, hooks={"pre_restore": ["/bin/sh", "-c", "echo app still running >&2; exit 3"]})
+    refused = run_cli(failing, "restore", "app", "--into", into, "--force")
+    assert refused.returncode == 1 and "pre_restore hook (/bin/sh) failed" in refused.stderr
+    assert "app still running" in refused.stderr
+    assert pg.psql("SELECT count(*) FROM pg_database") == before and checksums(pg, into) == checksum
+    assert [entry["tier"] for entry in listed(failing, "app")] == ["manual"]  # no safety backup was taken
+
+    slow = make_policy(database, hooks={"pre_restore": ["sleep", "30"], "timeout": "1s"})
+    timed_out = run_cli(slow, "restore", "app", "--into", into, "--force")
+    assert timed_out.returncode == 1 and "ran over its timeout of 1s" in timed_out.stderr
+
+    after = make_policy(database, hooks={"post_restore": ["false"]})
+    done = run_cli(after, "restore", "app", "--into", dropper(f"{database}_hooked2"))
+    assert done.returncode == 1 and f"restored {backup_id} into" in done.stderr
+    assert "post_restore hook (false)" in done.stderr
+    assert checksums(pg, f"{database}_hooked2") == checksums(pg, database)
+
+    bad = make_policy(database, hooks={"pre_restore": "systemctl stop app"})
+    refused_policy = run_cli(bad, "check-policy")
+    assert refused_policy.returncode == 2 and "hooks" in refused_policy.stderr
