@@ -41,6 +41,7 @@ COMMANDS = {
     "wal-fetch": "wal_fetch",
     "restore-point": "restore_point",
     "wal": "wal",
+    "schema": "schema",
 }
 
 # Commands that need no logging setup (they print one line on failure and exit).
