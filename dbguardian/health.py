@@ -39,6 +39,8 @@ RUNBOOK = {
     "missed_run": "A scheduled backup did not run: is the daemon running and the scheduler alive (`/readyz`)?",
     "drill": "Read the drill report (`dbguardian drill history`); restore the backup by hand to see what fails.",
     "verify": "A stored object differs from its manifest: take a new backup and investigate the storage.",
+    "schema_drift": "The live schema differs from the committed schema file: `dbguardian schema diff TARGET --against "
+    "FILE` shows how; apply the missing migration, or commit the new `schema dump` if the change was intended.",
     "policy_reload": "The policy file on disk is invalid; the daemon keeps the old one. Fix it (`dbguardian check-policy`).",
     # WAL archiving (walhealth.py)
     "wal_stale": "WAL is not reaching this storage: `dbguardian wal status TARGET`; "

@@ -156,6 +156,10 @@ class Metrics:
             "dbguardian_verify_last_result", "1 if every object passed the last verify, 0 if not.", ["target"],
             registry=registry,
         )  # fmt: skip
+        self.schema_drift = Gauge(
+            "dbguardian_schema_drift", "1 if the last schema check found the schema differs from its file, 0 if not.",
+            ["target"], registry=registry,
+        )  # fmt: skip
         # WAL archiving (point-in-time recovery).
         self.wal_last_archived = Gauge(
             "dbguardian_wal_last_archived_timestamp_seconds",

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from dbguardian.jobs import backup, drill, health, prune, verify, wal_check, wal_ship
+from dbguardian.jobs import backup, drill, health, prune, schema_drift, verify, wal_check, wal_ship
 from dbguardian.jobs.outcome import JobKind
 from dbguardian.policy import Policy
 from dbguardian.schedule import JobSpec
 
 KINDS: Mapping[str, JobKind] = {
-    module.KIND.name: module.KIND for module in (backup, prune, health, drill, verify, wal_ship, wal_check)
+    module.KIND.name: module.KIND for module in (backup, prune, health, drill, verify, wal_ship, wal_check, schema_drift)
 }
 
 

@@ -12,6 +12,7 @@ from dbguardian.policy.codec import CompressionConfig, EncryptionConfig
 from dbguardian.policy.drill import DrillConfig, VerifyConfig
 from dbguardian.policy.hooks import HooksConfig
 from dbguardian.policy.monitoring import HealthOverrides, PingsConfig
+from dbguardian.policy.schema import SchemaConfig
 from dbguardian.policy.secrets import HasSecrets
 from dbguardian.policy.trigger import Trigger
 from dbguardian.policy.wal import WalConfig
@@ -70,6 +71,9 @@ class TargetConfig(HasSecrets, StrictModel):
     """Continuous WAL archiving (point-in-time recovery); physical tiers and PITR drills need it."""
     hooks: HooksConfig = HooksConfig()
     """Programs run around a restore (``pre_restore`` / ``post_restore``)."""
+    schema_check: SchemaConfig | None = Field(default=None, alias="schema")
+    """``schema:`` in the policy (the attribute name ``schema`` is pydantic's): the scheduled schema
+    drift check against a committed ``schema dump`` file."""
 
     @field_validator("dsn")
     @classmethod

@@ -7,8 +7,11 @@ from pathlib import Path
 
 import yaml
 
+from dbguardian.throwaway import free_port
 from tests.conftest import PolicyFactory, Postgres, run_cli
+from tests.support.daemon import DaemonProcess
 from tests.support.pg import backup
+from tests.support.receivers import HttpReceiver
 
 
 def test_schema_dump_is_stable_and_diff_names_the_drift(
@@ -42,7 +45,8 @@ def test_schema_dump_is_stable_and_diff_names_the_drift(
     across = run_cli(policy, "schema", "diff", "copy", "--against", "app")
     assert across.returncode == 0, across.stdout + across.stderr
 
-    pg.psql("ALTER TABLE shop.orders ADD COLUMN drift_note text; CREATE INDEX orders_drift_idx ON shop.orders (drift_note)", database)
+    pg.psql("ALTER TABLE shop.orders ADD COLUMN drift_note text", database)
+    pg.psql("CREATE INDEX orders_drift_idx ON shop.orders (drift_note)", database)
     drift = run_cli(policy, "schema", "diff", "app", "--against", str(committed))
     assert drift.returncode == 1
     assert "# added column shop.orders.drift_note" in drift.stdout and "# added index orders_drift_idx" in drift.stdout
@@ -51,3 +55,47 @@ def test_schema_dump_is_stable_and_diff_names_the_drift(
     assert between.returncode == 1 and "# added column shop.orders.drift_note" in between.stdout
     missing = run_cli(policy, "schema", "diff", "app", "--against", "nowhere.sql")
     assert missing.returncode == 2 and "neither a target" in missing.stderr
+
+
+def test_scheduled_drift_check_alerts_what_changed_and_resolves(
+    pg: Postgres, database: str, make_policy: PolicyFactory, tmp_path: Path, http: HttpReceiver,
+    daemons: list[DaemonProcess],
+) -> None:  # fmt: skip
+    port = free_port()
+    slack_url = tmp_path / "slack.url"
+    slack_url.write_text(http.url("/slack/T1/B1/drift-token") + "\n")
+    policy = make_policy(
+        database,
+        schedules={},
+        schema={"file": "db/schema.sql", "every": "1s"},  # relative to the policy file
+        extra={"catch_up": False, "metrics": {"listen": f"127.0.0.1:{port}"}, "health": {"every": "1h"},
+               "alerts": {"retries": 0, "slack": {"webhook_url_file": str(slack_url)}}},
+    )  # fmt: skip
+    schema_file = policy.parent / "db" / "schema.sql"
+    schema_file.parent.mkdir()
+    assert run_cli(policy, "schema", "dump", "app", "-o", str(schema_file)).returncode == 0
+
+    def titles() -> list[str]:
+        return [post["blocks"][0]["text"]["text"] for post in http.posts("/slack/T1/B1/drift-token")]
+
+    daemon = DaemonProcess(policy, port)
+    daemons.append(daemon)
+    daemon.wait_ready()
+    daemon.wait_for("a first check", lambda: daemon.metric("dbguardian_schema_drift", target="app") == 0, timeout=20)
+
+    pg.psql("ALTER TABLE shop.customers ADD COLUMN loyalty_tier text", database)
+    firing = "🔴 [dbguardian FIRING] app: schema_drift"
+    daemon.wait_for("the drift alert", lambda: firing in titles(), timeout=30)
+    assert daemon.metric("dbguardian_schema_drift", target="app") == 1
+    post = http.posts("/slack/T1/B1/drift-token")[0]
+    fields = " ".join(field["text"] for field in post["blocks"][1]["fields"])
+    assert "added column shop.customers.loyalty_tier" in fields
+
+    # The migration was meant: the file is updated, and the alert resolves.
+    assert run_cli(policy, "schema", "dump", "app", "-o", str(schema_file)).returncode == 0
+    resolved = "✅ [dbguardian RESOLVED] app: schema_drift"
+    daemon.wait_for("resolved", lambda: resolved in titles(), timeout=30)
+    assert titles() == [firing, resolved]  # once per incident
+    assert daemon.metric("dbguardian_schema_drift", target="app") == 0
+    assert daemon.stop() == 0
+    pg.psql("ALTER TABLE shop.customers DROP COLUMN loyalty_tier", database)

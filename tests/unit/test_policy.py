@@ -206,8 +206,9 @@ def test_documented_example_is_valid() -> None:
     text = example.read_text()
     from dbguardian.policy import Policy, TargetConfig
 
-    for name in [*Policy.model_fields, *TargetConfig.model_fields]:
-        assert f"{name}:" in text, f"{name} is not documented in config/policy.example.yaml"
+    for name, field in [*Policy.model_fields.items(), *TargetConfig.model_fields.items()]:
+        key = field.alias or name
+        assert f"{key}:" in text, f"{key} is not documented in config/policy.example.yaml"
 
 
 @pytest.mark.parametrize(
