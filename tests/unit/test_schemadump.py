@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
 from dbguardian.schemadump import changes, normalize
 
 DUMP = """--
@@ -58,3 +62,24 @@ def test_changes_name_added_and_removed_tables_columns_and_indexes() -> None:
     retyped = before.replace("    customer_id integer,", "    customer_id bigint,")
     assert [str(change) for change in changes(before, retyped)] == ["changed table shop.orders"]
     assert changes(before, before) == []
+
+
+def test_a_drift_verdict_lists_the_first_changes_and_counts_the_rest() -> None:
+    from dbguardian.jobs.schema_drift import describe
+
+    found = [f"added table t{number}" for number in range(12)]
+    text = describe(found, "db/schema.sql")
+    assert text.startswith("differs from db/schema.sql: added table t0; ") and text.endswith("t9 and 2 more")
+    assert describe([], "f.sql") == "the schema differs from f.sql (see `dbguardian schema diff`)"
+
+
+def test_the_schema_file_is_relative_to_the_policy_file(tmp_path: Path) -> None:
+    from dbguardian.policy.schema import SchemaConfig
+
+    config = SchemaConfig.model_validate({"file": "db/schema.sql", "cron": "0 7 * * *"})
+    assert config.path(tmp_path / "policy.yaml") == tmp_path / "db" / "schema.sql"
+    assert config.path(None) == Path("db/schema.sql")
+    absolute = SchemaConfig.model_validate({"file": "/srv/schema.sql", "every": "1h"})
+    assert absolute.path(tmp_path / "policy.yaml") == Path("/srv/schema.sql")
+    with pytest.raises(ValueError, match="exactly one of 'cron' or 'every'"):
+        SchemaConfig.model_validate({"file": "x.sql"})
