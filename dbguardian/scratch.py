@@ -78,6 +78,24 @@ async def checked_settings(admin: asyncpg.Connection, name: str, like: DatabaseL
     return quote_literal(encoding), quote_literal(collate), quote_literal(ctype)
 
 
+@dataclass(frozen=True)
+class ServerDefaults:
+    """A server's defaults for a new database (template1's): the ``like`` of a database with no source."""
+
+    encoding: str
+    lc_collate: str
+    lc_ctype: str
+
+
+async def server_defaults(admin: asyncpg.Connection) -> ServerDefaults:
+    row = await admin.fetchrow(
+        "SELECT pg_encoding_to_char(encoding) AS encoding, datcollate, datctype FROM pg_database WHERE datname = 'template1'"
+    )
+    if row is None:
+        raise DatabaseError("the server has no template1 database to take the encoding and locale from")
+    return ServerDefaults(row["encoding"], row["datcollate"], row["datctype"])
+
+
 async def create_database_like(admin: asyncpg.Connection, name: str, like: DatabaseLike) -> None:
     """An empty database with ``like``'s encoding and collation (from template0, so nothing else in it)."""
     if not name or len(name) > MAX_DB_NAME:

@@ -42,6 +42,7 @@ COMMANDS = {
     "restore-point": "restore_point",
     "wal": "wal",
     "schema": "schema",
+    "migrations": "migrations",
 }
 
 # Commands that need no logging setup (they print one line on failure and exit).

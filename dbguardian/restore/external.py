@@ -21,8 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import asyncpg
-
 from dbguardian.errors import OperationError, UsageError
 from dbguardian.logs import get_logger
 from dbguardian.pipeline.process import Child
@@ -34,7 +32,7 @@ from dbguardian.postgres import ConnectionInfo, connected, connection_info, find
 from dbguardian.restore.hooks import HookFailed, run_hook
 from dbguardian.restore.logical import SafetyBackup, staged, swap_into_place
 from dbguardian.restore.pg_restore import run_pg_restore
-from dbguardian.scratch import MAX_DB_NAME, admin_session
+from dbguardian.scratch import MAX_DB_NAME, admin_session, server_defaults
 
 log = get_logger("dbguardian.restore")
 
@@ -233,7 +231,7 @@ async def restore_file(
     await run_hook("pre_restore", target.hooks, **hook_context)  # a failure stops here: nothing touched yet
     tool = await find_tool("psql" if found.kind == "plain" else "pg_restore", major, policy.pg_bin_dirs)
     async with admin_session(server) as admin:
-        like = await _server_defaults(admin)
+        like = await server_defaults(admin)
         async with staged(admin, server, into, like, force=force, safety_backup=safety_backup) as stage:
             log.info("restore of a file started", file=str(path), format=found.describe(), staging=stage.database.name)
             info = stage.database.info
@@ -262,23 +260,6 @@ async def restore_file(
     except HookFailed as error:  # the restore itself is done and stays: say both
         raise HookFailed(f"restored {path} into {where}, but the {error}") from None
     return report
-
-
-@dataclass(frozen=True)
-class _Defaults:
-    encoding: str
-    lc_collate: str
-    lc_ctype: str
-
-
-async def _server_defaults(admin: asyncpg.Connection) -> _Defaults:
-    """The server's defaults for a new database (template1's), for the staging database of a file restore."""
-    row = await admin.fetchrow(
-        "SELECT pg_encoding_to_char(encoding) AS encoding, datcollate, datctype FROM pg_database WHERE datname = 'template1'"
-    )
-    if row is None:
-        raise OperationError("the server has no template1 database to take the encoding and locale from")
-    return _Defaults(row["encoding"], row["datcollate"], row["datctype"])
 
 
 async def _run_psql(tool: str, target: ConnectionInfo, chunks: AsyncIterator[bytes]) -> str:
