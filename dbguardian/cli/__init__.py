@@ -43,6 +43,8 @@ COMMANDS = {
     "wal": "wal",
     "schema": "schema",
     "migrations": "migrations",
+    "reset-local": "reset_local",
+    "seed": "seed",
 }
 
 # Commands that need no logging setup (they print one line on failure and exit).

@@ -1,8 +1,9 @@
-"""A target's ``hooks:``: programs run around a restore ("stop the app, restore, start it")."""
+"""A target's ``hooks:`` (programs run around a restore) and the policy's ``seed:`` profiles (local data)."""
 
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 from pydantic import Field, field_validator
 
@@ -34,4 +35,19 @@ class HooksConfig(StrictModel):
     def _positive(cls, value: timedelta) -> timedelta:
         if value <= timedelta(0):
             raise ValueError("must be positive")
+        return value
+
+
+class SeedConfig(StrictModel):
+    """``seed: {profiles: {light: [seeds/light.sql], medium: [seeds/light.sql, seeds/medium.sql]}}``:
+    named lists of SQL files (relative to the policy file) that ``seed`` and ``reset-local --seed`` load."""
+
+    profiles: dict[str, list[Path]] = Field(default_factory=dict)
+
+    @field_validator("profiles")
+    @classmethod
+    def _not_empty(cls, value: dict[str, list[Path]]) -> dict[str, list[Path]]:
+        for name, paths in value.items():
+            if not paths:
+                raise ValueError(f"profile {name!r} lists no file")
         return value

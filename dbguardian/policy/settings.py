@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from dbguardian.errors import UsageError
 from dbguardian.policy.base import NAME_PATTERN, AbsolutePath, Duration, StrictModel
+from dbguardian.policy.hooks import SeedConfig
 from dbguardian.policy.monitoring import AlertsConfig, HealthOverrides, HealthRules, merge_health
 from dbguardian.policy.storage import StorageConfig
 from dbguardian.policy.target import TargetConfig
@@ -76,6 +77,8 @@ class Policy(BaseSettings):
     metrics: MetricsConfig = MetricsConfig()
     health: HealthOverrides = HealthOverrides()
     alerts: AlertsConfig = AlertsConfig()
+    # Local databases (dbguardian seed / reset-local)
+    seed: SeedConfig = SeedConfig()
 
     @property
     def source_path(self) -> Path | None:
