@@ -12,7 +12,9 @@ from dbguardian.units import format_size
 
 if TYPE_CHECKING:
     from dbguardian.catalog import LogicalManifest
+    from dbguardian.policy import Policy
     from dbguardian.postgres import ConnectionInfo
+    from dbguardian.restore import SafetyBackup
 
 # The logical restore's modules (backup, pg_restore, scratch) are imported in its branch: a PITR restore
 # does not need them, and every tenth of a second counts against the recovery time it reports.
@@ -158,15 +160,9 @@ def command(
     if not into:
         raise UsageError("restore needs --into DBNAME (or --validate-only)")
 
-    from dbguardian.backup.logical import backup_database
-    from dbguardian.catalog import SAFETY_TIER
-    from dbguardian.postgres import connection_info_from_dsn
     from dbguardian.restore import restore
 
-    server = None if dsn is None else connection_info_from_dsn(dsn, password_file)
-
-    async def safety_backup(database: ConnectionInfo) -> LogicalManifest:
-        return await backup_database(policy, target, SAFETY_TIER, database)
+    server, safety_backup = _destination(policy, target, dsn, password_file)
 
     result = run_async(
         lambda: restore(
@@ -187,11 +183,7 @@ def command(
     if as_json:
         click.echo(json.dumps(result.__dict__))
         return
-    if result.safety_backup_id:
-        click.echo(
-            f"safety backup of the previous {into!r}: {result.safety_backup_id} "
-            f"(undo: dbguardian restore {target} {result.safety_backup_id} --into {into} --force)"
-        )
+    _print_safety(target, into, result.safety_backup_id)
     click.echo(
         f"restored backup {result.backup_id} of {target} from {result.storage} into {result.server} "
         f"({result.mode}, {result.seconds:.1f}s): {result.tables} tables, {result.rows} rows, "
@@ -285,14 +277,7 @@ def _restore_file(
         return
     if not into:
         raise UsageError("restore --file needs --into DBNAME (or --validate-only)")
-    from dbguardian.backup.logical import backup_database
-    from dbguardian.catalog import SAFETY_TIER
-    from dbguardian.postgres import connection_info_from_dsn
-
-    server = None if dsn is None else connection_info_from_dsn(dsn, password_file)
-
-    async def safety_backup(database: ConnectionInfo) -> LogicalManifest:
-        return await backup_database(policy, target, SAFETY_TIER, database)
+    server, safety_backup = _destination(policy, target, dsn, password_file)
 
     result = run_async(
         lambda: restore_file(
@@ -310,12 +295,32 @@ def _restore_file(
     if as_json:
         click.echo(json.dumps(result.__dict__))
         return
-    if result.safety_backup_id:
-        click.echo(
-            f"safety backup of the previous {into!r}: {result.safety_backup_id} "
-            f"(undo: dbguardian restore {target} {result.safety_backup_id} --into {into} --force)"
-        )
+    _print_safety(target, into, result.safety_backup_id)
     click.echo(
         f"restored {dump_file} ({result.format}) into {result.server} ({result.mode}, {result.seconds:.1f}s); "
         f"{result.checked}"
     )
+
+
+def _destination(
+    policy: Policy, target: str, dsn: str | None, password_file: Path | None
+) -> tuple[ConnectionInfo | None, SafetyBackup]:
+    """Where a restore goes (``--dsn``'s server, else None: the target's) and how it backs up a database it replaces."""
+    from dbguardian.backup.logical import backup_database
+    from dbguardian.catalog import SAFETY_TIER
+    from dbguardian.postgres import connection_info_from_dsn
+
+    server = None if dsn is None else connection_info_from_dsn(dsn, password_file)
+
+    async def safety_backup(database: ConnectionInfo) -> LogicalManifest:
+        return await backup_database(policy, target, SAFETY_TIER, database)
+
+    return server, safety_backup
+
+
+def _print_safety(target: str, into: str, safety_backup_id: str | None) -> None:
+    if safety_backup_id:
+        click.echo(
+            f"safety backup of the previous {into!r}: {safety_backup_id} "
+            f"(undo: dbguardian restore {target} {safety_backup_id} --into {into} --force)"
+        )
