@@ -29,6 +29,9 @@ from dbguardian.units import format_size
     help="age identity or GPG secret key file for encrypted backups (default: $DBGUARDIAN_IDENTITY_FILE).",
 )
 @click.option("--from", "from_storage", help="Storage to read from (default: the first that has the backup).")
+@click.option(
+    "--globals", "globals_only", is_flag=True, help="The roles and tablespaces (SQL for psql) instead of the dump."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (on stderr when -o -).")
 @click.pass_context
 def command(
@@ -39,6 +42,7 @@ def command(
     export_format: str,
     identity: Path | None,
     from_storage: str | None,
+    globals_only: bool,
     as_json: bool,
 ) -> None:
     """Write a backup of TARGET (the latest by default) to a local file, checked and readable without dbguardian."""
@@ -47,7 +51,14 @@ def command(
     fmt: ExportFormat = "plain" if export_format == "plain" else "custom"
     report = run_async(
         lambda: export_backup(
-            policy, target, backup_id, output, export_format=fmt, identity=identity, from_storage=from_storage
+            policy,
+            target,
+            backup_id,
+            output,
+            export_format=fmt,
+            identity=identity,
+            from_storage=from_storage,
+            globals_only=globals_only,
         )
     )
     to_stderr = output == STDOUT

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
 
+from dbguardian.errors import UsageError
 from dbguardian.files import fsync_dir, open_private
 from dbguardian.pipeline.process import Child
 from dbguardian.pipeline.read import read_verified
@@ -83,13 +84,20 @@ async def export_backup(
     export_format: ExportFormat = "custom",
     identity: Path | None = None,
     from_storage: str | None = None,
+    globals_only: bool = False,
 ) -> ExportReport:
-    """Write backup ``reference`` of ``target_name`` to ``output`` (``-``: stdout) as ``export_format``."""
+    """Write backup ``reference`` of ``target_name`` to ``output`` (``-``: stdout) as ``export_format``;
+    ``globals_only``: its roles and tablespaces instead (``pg_dumpall --globals-only`` SQL, for psql)."""
     started = time.monotonic()
     located = await locate(policy, target_name, reference, from_storage)
     manifest = located.record.manifest
-    chunks = read_verified(located.storage, manifest.objects["dump"], **read_options(manifest, identity))
-    if export_format == "plain":
+    name = "globals" if globals_only else "dump"
+    if name not in manifest.objects:
+        raise UsageError(f"backup {manifest.id} of {target_name!r} holds no globals (the target has globals: false)")
+    chunks = read_verified(located.storage, manifest.objects[name], **read_options(manifest, identity))
+    if globals_only:
+        export_format = "plain"  # it is SQL already
+    elif export_format == "plain":
         tool = await find_tool("pg_restore", server_major_of(manifest.server_version), policy.pg_bin_dirs)
         chunks = _plain(tool.path, chunks)
     if output == STDOUT:

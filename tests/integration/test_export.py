@@ -73,3 +73,18 @@ def test_a_tampered_backup_never_becomes_an_export_file(
     assert result.returncode == 1 and "corrupt or was changed" in result.stderr
     assert target.read_bytes() == b"an older export"  # not replaced
     assert sorted(path.name for path in tmp_path.iterdir() if path.name.startswith(".out")) == []
+
+
+def test_export_globals_gives_the_roles_sql_when_the_backup_has_them(
+    pg: Postgres, database: str, make_policy: PolicyFactory, tmp_path: Path
+) -> None:
+    policy = make_policy(database, globals=True)
+    backup(policy)
+    roles = tmp_path / "globals.sql"
+    result = run_cli(policy, "export", "app", "-o", str(roles), "--globals")
+    assert result.returncode == 0, result.stderr
+    assert "CREATE ROLE backup" in roles.read_text() and roles.stat().st_mode & 0o777 == 0o600
+    without = make_policy(database)  # globals: false (the default)
+    backup(without)
+    refused = run_cli(without, "export", "app", "-o", str(tmp_path / "none.sql"), "--globals")
+    assert refused.returncode == 2 and "holds no globals" in refused.stderr
