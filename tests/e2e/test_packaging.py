@@ -22,6 +22,8 @@ import pytest
 import yaml
 
 from dbguardian.policy import Policy, load_policy
+from dbguardian.storage.local import LocalStorageConfig
+from dbguardian.storage.s3.config import S3StorageConfig
 from dbguardian.units import parse_duration
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,7 +37,7 @@ UNIT_NAME = "dbguardian.service"
 UNIT_EXEC_START = "ExecStart=/opt/dbguardian/bin/dbguardian run"
 CONTAINER_POLICY = "/etc/dbguardian/policy.yaml"
 PROMETHEUS_CONFIG = "/etc/prometheus/prometheus.yml"
-SERVICES = {"postgres", "minio", "dbguardian", "prometheus"}
+SERVICES = {"postgres", "minio", "minio-bucket", "dbguardian", "prometheus"}
 
 # "some.service: ..." or "/path/some.service:12: ...": a line systemd-analyze says about one unit.
 _UNIT_LINE = re.compile(
@@ -301,7 +303,8 @@ def test_dockerignore_keeps_what_the_build_copies() -> None:
             relative = file.relative_to(ROOT).as_posix()
             if "__pycache__" not in file.parts:
                 assert _in_build_context(relative), f"{relative} is needed by the build but .dockerignore drops it"
-    for secret_or_bulk in (".git/config", ".venv/bin/python", "deploy/compose/pg_password.txt", "tests/conftest.py"):
+    for secret_or_bulk in (".git/config", ".venv/bin/python", "deploy/compose/pg_password.txt",
+                           "deploy/compose/minio_password.txt", "tests/conftest.py"):  # fmt: skip
         assert not _in_build_context(secret_or_bulk), f"{secret_or_bulk} should stay out of the build context"
 
 
@@ -382,9 +385,21 @@ def test_compose_policy_matches_the_stack() -> None:
     assert (dsn.hostname, dsn.port, dsn.username) == ("postgres", 5432, postgres_env["POSTGRES_USER"])
     assert dsn.path.strip("/") == postgres_env["POSTGRES_DB"]
     assert str(target.password_file) == postgres_env["POSTGRES_PASSWORD_FILE"]
-    for storage in target.storage:
-        path = getattr(policy.storage[storage], "path", None)
-        assert path is not None and Path(path).is_relative_to(policy.state_dir), "backups live on the volume"
+    assert target.storage == ["local", "offsite"]
+    local = policy.storage["local"]
+    assert isinstance(local, LocalStorageConfig) and Path(local.path).is_relative_to(policy.state_dir)
+    # The off-site copy goes to the stack's MinIO, into the bucket minio-bucket creates, with the
+    # credentials MinIO starts with (the same secret files, mounted into dbguardian).
+    offsite = policy.storage["offsite"]
+    assert isinstance(offsite, S3StorageConfig)
+    assert (urlsplit(offsite.endpoint_url or "").hostname, offsite.addressing_style) == ("minio", "path")
+    assert f"offsite/{offsite.bucket}" in " ".join(services["minio-bucket"]["command"])
+    minio_env = services["minio"]["environment"]
+    assert str(offsite.access_key_id_file) == minio_env["MINIO_ROOT_USER_FILE"]
+    assert str(offsite.secret_access_key_file) == minio_env["MINIO_ROOT_PASSWORD_FILE"]
+    assert {"minio_user", "minio_password"} <= set(services["dbguardian"]["secrets"])
+    assert services["dbguardian"]["depends_on"]["minio-bucket"]["condition"] == "service_completed_successfully"
+    assert "later change" not in COMPOSE.read_text() + COMPOSE_POLICY.read_text()
     assert {"daily", "weekly"} <= set(target.schedules)
     assert target.schedules["daily"].cron == "0 2 * * *" and target.schedules["daily"].keep == 7
 
