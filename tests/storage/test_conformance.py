@@ -13,6 +13,7 @@ import pytest
 
 from dbguardian.errors import StorageError
 from dbguardian.storage import open_storage
+from dbguardian.storage.base import Storage
 from dbguardian.storage.conformance import (
     CHECKS,
     ConformanceError,
@@ -24,10 +25,11 @@ from dbguardian.storage.conformance import (
 )
 from dbguardian.storage.local import LocalStorage
 from dbguardian.storage.memory import MemoryStorage
-from tests.storage.conftest import PREFIX, S3Factory
+from dbguardian.storage.s3.config import S3StorageConfig
+from tests.storage.conftest import PREFIX, MotoServer, S3Factory
 
 
-@pytest.fixture(params=["local", "memory", "s3"])
+@pytest.fixture(params=["local", "memory", "s3", "seaweedfs"])
 def factory(request: pytest.FixtureRequest, tmp_path: Path) -> StorageFactory:
     """Fresh, empty storages of one backend (each call: its own directory or bucket prefix)."""
     if request.param == "local":
@@ -36,6 +38,20 @@ def factory(request: pytest.FixtureRequest, tmp_path: Path) -> StorageFactory:
         # Moto over real HTTP, a fresh bucket per test (see conftest.py); built the way the policy builds it.
         make_s3: S3Factory = request.getfixturevalue("make_s3")
         return lambda: open_storage("s3", make_s3(prefix=f"{PREFIX}/{secrets.token_hex(4)}").config)
+    if request.param == "seaweedfs":
+        # SeaweedFS over real HTTP: another S3 implementation than moto, a fresh bucket per storage.
+        server: MotoServer = request.getfixturevalue("seaweedfs")
+        request.getfixturevalue("s3_env")
+
+        def on_seaweedfs() -> Storage:
+            bucket = f"t-{secrets.token_hex(6)}"
+            server.client().create_bucket(Bucket=bucket)
+            config = {"type": "s3", "bucket": bucket, "prefix": PREFIX, "endpoint_url": server.url,
+                      "addressing_style": "path", "access_key_id_file": server.key_files[0],
+                      "secret_access_key_file": server.key_files[1], "retries": 1}  # fmt: skip
+            return open_storage("s3", S3StorageConfig.model_validate(config))
+
+        return on_seaweedfs
     return lambda: MemoryStorage("memory")
 
 
