@@ -32,6 +32,8 @@ CRDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
 def documents() -> dict[str, dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {}
     for path in sorted(K8S.glob("*.yaml")):
+        if path.name == "kustomization.yaml":
+            continue
         for document in yaml.safe_load_all(path.read_text()):
             found[f"{path.name}:{document['kind']}"] = document
     return found
@@ -109,3 +111,25 @@ def test_the_prometheus_rule_carries_the_rules_file() -> None:
     selector = by_kind("ServiceMonitor")["spec"]["selector"]["matchLabels"]
     assert selector.items() <= by_kind("Service")["metadata"]["labels"].items()
     assert by_kind("ServiceMonitor")["spec"]["endpoints"][0]["port"] == by_kind("Service")["spec"]["ports"][0]["name"]
+
+
+def test_the_kustomize_base_and_overlay_name_real_files_and_a_valid_policy(tmp_path: Path) -> None:
+    """Without kustomize here: every resource and patch the kustomizations name exists, the base holds every
+    object but the example Secret and the CronJob (the alternative to the Deployment), and the overlay's
+    policy loads."""
+    base = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    named = set(base["resources"])
+    assert all((K8S / name).is_file() for name in named)
+    assert named == {path.name for path in K8S.glob("*.yaml")} - {"kustomization.yaml", "secret.example.yaml",
+                                                                "cronjob.yaml", "podmonitor.yaml"}  # fmt: skip
+    overlay_dir = K8S / "overlays" / "example"
+    overlay = yaml.safe_load((overlay_dir / "kustomization.yaml").read_text())
+    assert overlay["resources"] == ["../.."]
+    [image] = overlay["images"]
+    [container] = by_kind("Deployment")["spec"]["template"]["spec"]["containers"]
+    assert container["image"].split(":")[0] == image["name"]
+    patch = yaml.safe_load((overlay_dir / overlay["patches"][0]["path"]).read_text())
+    assert patch["kind"] == "ConfigMap" and patch["metadata"]["name"] == by_kind("ConfigMap")["metadata"]["name"]
+    policy_file = tmp_path / "policy.yaml"
+    policy_file.write_text(patch["data"]["policy.yaml"])
+    assert set(load_policy(policy_file).targets) == {"orders"}
