@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -17,7 +17,15 @@ from dbguardian import __version__
 from dbguardian.backup.codec import compression_stage, encryption_stage
 from dbguardian.catalog import keys
 from dbguardian.catalog.leftovers import remove_leftovers
-from dbguardian.catalog.manifest import BaseManifest, Compression, Encryption, LogicalManifest, StoredObject, TableCount
+from dbguardian.catalog.manifest import (
+    BaseManifest,
+    Compression,
+    Encryption,
+    LogicalManifest,
+    PhysicalManifest,
+    StoredObject,
+    TableCount,
+)
 from dbguardian.catalog.service import commit_manifest
 from dbguardian.cleanup import cleanup_failed
 from dbguardian.dbfacts import count_rows, object_counts, server_facts
@@ -44,12 +52,14 @@ def utcnow() -> datetime:
 class PartialBackup(OperationError):
     """The backup is valid on some storages and failed on others (the run still fails: exit 1)."""
 
-    def __init__(self, manifest: LogicalManifest, failures: dict[str, str]) -> None:
+    what = "backup"
+
+    def __init__(self, manifest: LogicalManifest | PhysicalManifest, failures: dict[str, str]) -> None:
         self.manifest = manifest
         self.failures = failures
         detail = "; ".join(f"{name}: {reason}" for name, reason in failures.items())
         super().__init__(
-            f"backup {manifest.id} is valid on {', '.join(manifest.storage)} but failed on {detail}; "
+            f"{self.what} {manifest.id} is valid on {', '.join(manifest.storage)} but failed on {detail}; "
             "the next run writes a new backup to every storage"
         )
 
@@ -274,11 +284,20 @@ async def run_backup(policy: Policy, target_name: str, tier: str = "manual", *, 
     """Back up a target and record the attempt's outcome in ``state_dir`` (retention reads it)."""
     target = policy.target(target_name)
     attempted_at = clock()
+    backup = backup_database(policy, target_name, tier, connection_info(target), clock=clock)
+    return await recording_attempt(policy, target_name, tier, attempted_at, "backup", backup)
+
+
+async def recording_attempt(
+    policy: Policy, target_name: str, tier: str, attempted_at: datetime, what: str, backup: Awaitable[M]
+) -> M:
+    """Await ``backup`` (either kind) and record its outcome in ``state_dir``: success, partial (some
+    storages failed: :class:`PartialBackup`) or failure with its reason (retention reads it)."""
     try:
-        manifest = await backup_database(policy, target_name, tier, connection_info(target), clock=clock)
+        manifest = await backup
     except (asyncpg.PostgresError, asyncpg.InterfaceError) as error:
         # The connection was lost or a catalog query failed after connecting.
-        message = f"backup of {target_name!r} failed: {redact_text(str(error))}"
+        message = f"{what} of {target_name!r} failed: {redact_text(str(error))}"
         record_attempt(policy.state_dir, target_name, tier, attempted_at, "failure", message)
         raise DatabaseError(message) from None
     except PartialBackup as partial:

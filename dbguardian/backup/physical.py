@@ -45,20 +45,19 @@ import asyncpg
 
 from dbguardian import __version__
 from dbguardian.backup.codec import compression_stage, encryption_stage
-from dbguardian.backup.logical import commit_everywhere, discard_objects, object_suffix
+from dbguardian.backup.logical import PartialBackup, commit_everywhere, discard_objects, object_suffix, recording_attempt
 from dbguardian.catalog import keys
 from dbguardian.catalog.archive import find_wal
 from dbguardian.catalog.leftovers import remove_leftovers
 from dbguardian.catalog.manifest import Compression, Encryption, PhysicalManifest, StoredObject
 from dbguardian.catalog.wal import check_segment_size, format_lsn, parse_lsn, required_segments, segment_of_lsn
-from dbguardian.errors import DatabaseError, OperationError
-from dbguardian.logs import get_logger, redact_text
+from dbguardian.errors import OperationError
+from dbguardian.logs import get_logger
 from dbguardian.pipeline.process import Child
 from dbguardian.pipeline.sink import StreamResult, stream_to_storages
 from dbguardian.policy import Policy, TargetConfig, WalConfig
 from dbguardian.postgres import ConnectionInfo, connected, connection_info, find_tool, server_major
 from dbguardian.progress import Progress
-from dbguardian.state import record_attempt
 from dbguardian.storage import Storage, target_storages
 from dbguardian.units import format_duration
 
@@ -88,17 +87,10 @@ class Shipper(Protocol):
     def __call__(self, policy: Policy, target_name: str, *, until: str | None = None) -> Awaitable[object]: ...
 
 
-class PartialPhysicalBackup(OperationError):
+class PartialPhysicalBackup(PartialBackup):
     """The base backup is valid on some storages and failed on others (the run still fails: exit 1)."""
 
-    def __init__(self, manifest: PhysicalManifest, failures: dict[str, str]) -> None:
-        self.manifest = manifest
-        self.failures = failures
-        detail = "; ".join(f"{name}: {reason}" for name, reason in failures.items())
-        super().__init__(
-            f"base backup {manifest.id} is valid on {', '.join(manifest.storage)} but failed on {detail}; "
-            "the next run writes a new backup to every storage"
-        )
+    what = "base backup"
 
 
 # ----------------------------------------------------------------------------- pure: the server
@@ -745,18 +737,5 @@ async def run_physical_backup(
     """
     target = policy.target(target_name)
     attempted_at = clock()
-    try:
-        manifest = await backup_cluster(policy, target_name, tier, connection_info(target), clock=clock, ship=ship)
-    except (asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-        message = f"base backup of {target_name!r} failed: {redact_text(str(error))}"
-        record_attempt(policy.state_dir, target_name, tier, attempted_at, "failure", message)
-        raise DatabaseError(message) from None
-    except PartialPhysicalBackup as partial:
-        record_attempt(policy.state_dir, target_name, tier, attempted_at, "partial", str(partial))
-        raise
-    except BaseException as error:
-        reason = redact_text(str(error)) or type(error).__name__
-        record_attempt(policy.state_dir, target_name, tier, attempted_at, "failure", reason)
-        raise
-    record_attempt(policy.state_dir, target_name, tier, attempted_at, "success")
-    return manifest
+    backup = backup_cluster(policy, target_name, tier, connection_info(target), clock=clock, ship=ship)
+    return await recording_attempt(policy, target_name, tier, attempted_at, "base backup", backup)

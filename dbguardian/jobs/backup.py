@@ -18,7 +18,7 @@ from datetime import datetime
 from dbguardian.alerts.pings import ping
 from dbguardian.archiving.ship import ship_spool
 from dbguardian.backup.logical import PartialBackup, run_backup
-from dbguardian.backup.physical import PartialPhysicalBackup, run_physical_backup
+from dbguardian.backup.physical import run_physical_backup
 from dbguardian.catalog import SAFETY_TIER, Catalog
 from dbguardian.catalog.manifest import AnyManifest
 from dbguardian.errors import DbguardianError
@@ -73,7 +73,7 @@ async def run(ctx: JobContext, spec: JobSpec) -> JobOutcome:
         outcome.observe("duration", *labels, value=time.monotonic() - started, op="observe")
         outcome.observe("runs", *labels, "cancelled", op="inc")
         raise JobCancelled(outcome) from None
-    except (PartialBackup, PartialPhysicalBackup) as partial:
+    except PartialBackup as partial:  # either kind
         outcome.result = "partial"
         log.error("backup failed on some storages", job=spec.id, reason=ctx.reason, error=str(partial))
         manifest = partial.manifest
