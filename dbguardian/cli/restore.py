@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from dbguardian.policy import Policy
     from dbguardian.postgres import ConnectionInfo
     from dbguardian.restore import SafetyBackup
+    from dbguardian.restore.physical import PitrReport
 
 # The logical restore's modules (backup, pg_restore, scratch) are imported in its branch: a PITR restore
 # does not need them, and every tenth of a second counts against the recovery time it reports.
@@ -206,15 +207,16 @@ def _restore_pitr(
     keep_archiving: bool,
     as_json: bool,
 ) -> None:
-    from dbguardian.restore.physical import make_target, restore_pitr
+    from dbguardian.restore.physical import finish_pitr, make_target, prepare_pitr
 
     if pgdata is None:
         raise UsageError("restore --pitr needs --pgdata DIR (an empty directory)")
     recovery_target = make_target(to_time=to_time, to_name=to_name, to_lsn=to_lsn, to_latest=to_latest)
     policy = policy_from(ctx)
     policy_path: Path = ctx.obj["policy_path"]
-    report = run_async(
-        lambda: restore_pitr(
+
+    async def restore() -> PitrReport:
+        plan = await prepare_pitr(
             policy,
             target,
             pgdata,
@@ -224,9 +226,10 @@ def _restore_pitr(
             port=port,
             keep_archiving=keep_archiving,
             policy_path=policy_path,
-            start=start,
         )
-    )
+        return await finish_pitr(plan, start=start)
+
+    report = run_async(restore)
     if as_json:
         click.echo(json.dumps(report.to_json()))
         return

@@ -612,45 +612,16 @@ async def start_and_wait(plan: PitrPlan, *, timeout: float = 600) -> PitrReport:
     )
 
 
-async def restore_pitr(
-    policy: Policy,
-    target_name: str,
-    pgdata: Path,
-    *,
-    backup_ref: str = "latest",
-    target: RecoveryTarget,
-    identity: Path | None = None,
-    port: int | None = None,
-    socket_dir: Path | None = None,
-    keep_archiving: bool = False,
-    extra_settings: Mapping[str, str] | None = None,
-    os_user: str | None = None,
-    policy_path: Path | None = None,
-    start: bool = False,
-    timeout: float = 600,
-) -> PitrReport:
-    """:func:`prepare_pitr`, then (with ``start``) :func:`start_and_wait`."""
-    plan = await prepare_pitr(
-        policy,
-        target_name,
-        pgdata,
-        backup_ref=backup_ref,
-        target=target,
-        identity=identity,
-        port=port,
-        socket_dir=socket_dir,
-        keep_archiving=keep_archiving,
-        extra_settings=extra_settings,
-        os_user=os_user,
-        policy_path=policy_path,
-    )
+async def finish_pitr(plan: PitrPlan, *, start: bool = False, timeout: float = 600) -> PitrReport:
+    """After :func:`prepare_pitr`: with ``start``, :func:`start_and_wait`; else the report of a data
+    directory left ready, with the command that starts it."""
     if start:
         return await start_and_wait(plan, timeout=timeout)
     return PitrReport(
         backup_id=plan.backup_id,
-        target=target_name,
+        target=plan.target_name,
         pgdata=str(plan.pgdata),
-        recovery_target=target.describe(),
+        recovery_target=plan.recovery_target.describe(),
         started=False,
         reached_lsn=None,
         reached_time=None,
