@@ -29,10 +29,10 @@ from dbguardian.pipeline.stages import decompressor
 from dbguardian.pipeline.streams import through_stage
 from dbguardian.policy import Policy
 from dbguardian.postgres import ConnectionInfo, connected, connection_info, find_tool, newest_tool
-from dbguardian.restore.hooks import HookFailed, run_hook
-from dbguardian.restore.logical import SafetyBackup, staged, swap_into_place
+from dbguardian.restore.hooks import RestoreHooks
+from dbguardian.restore.logical import SafetyBackup, check_into, staged, swap_into_place
 from dbguardian.restore.pg_restore import run_pg_restore
-from dbguardian.scratch import MAX_DB_NAME, admin_session, server_defaults
+from dbguardian.scratch import admin_session, server_defaults
 
 log = get_logger("dbguardian.restore")
 
@@ -215,8 +215,7 @@ async def restore_file(
     safety_backup: SafetyBackup | None = None,
 ) -> FileRestoreReport:
     """Restore the dump at ``path`` into database ``into`` on the target's server (or ``server``)."""
-    if not into or len(into) > MAX_DB_NAME:
-        raise UsageError(f"--into must be a database name of 1 to {MAX_DB_NAME} characters")
+    check_into(into)
     started = time.monotonic()
     found = await detect(path)
     if found.kind == "plain":
@@ -226,9 +225,9 @@ async def restore_file(
     target = policy.target(target_name)
     server = server or connection_info(target)
     where = server.with_database(into).describe()
-    hook_context = {"target": target_name, "database": into, "server": where, "source": str(path)}
+    hooks = RestoreHooks(target.hooks, target_name, into, where, str(path))
     major = await _server_major(server)
-    await run_hook("pre_restore", target.hooks, **hook_context)  # a failure stops here: nothing touched yet
+    await hooks.before()
     tool = await find_tool("psql" if found.kind == "plain" else "pg_restore", major, policy.pg_bin_dirs)
     async with admin_session(server) as admin:
         like = await server_defaults(admin)
@@ -255,10 +254,7 @@ async def restore_file(
         replaced_existing=stage.replaces,
     )
     log.info("restore of a file finished", **report.__dict__)
-    try:
-        await run_hook("post_restore", target.hooks, **hook_context)
-    except HookFailed as error:  # the restore itself is done and stays: say both
-        raise HookFailed(f"restored {path} into {where}, but the {error}") from None
+    await hooks.after()
     return report
 
 

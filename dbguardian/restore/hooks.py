@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 
 from dbguardian.errors import DbguardianError, OperationError
 from dbguardian.logs import get_logger
@@ -45,3 +46,27 @@ async def run_hook(name: str, hooks: HooksConfig, *, target: str, database: str,
     except DbguardianError as error:  # exited non-zero, or cannot start
         raise HookFailed(f"{name} hook ({argv[0]}) failed: {error}") from None
     log.info("restore hook ran", hook=name, program=argv[0], seconds=round(time.monotonic() - started, 3))
+
+
+@dataclass(frozen=True)
+class RestoreHooks:
+    """The target's hooks for one restore: ``before`` it touches anything, ``after`` it is in place."""
+
+    hooks: HooksConfig
+    target: str
+    database: str
+    server: str
+    source: str
+
+    async def _run(self, name: str) -> None:
+        await run_hook(name, self.hooks, target=self.target, database=self.database, server=self.server,
+                       source=self.source)  # fmt: skip
+
+    async def before(self) -> None:
+        await self._run("pre_restore")  # a failure stops the restore here: nothing touched yet
+
+    async def after(self) -> None:
+        try:
+            await self._run("post_restore")
+        except HookFailed as error:  # the restore itself is done and stays: say both
+            raise HookFailed(f"restored {self.source} into {self.server}, but the {error}") from None

@@ -29,7 +29,7 @@ from dbguardian.pipeline.encrypt import identity_file
 from dbguardian.policy import Policy
 from dbguardian.postgres import ConnectionInfo, connected, connection_info, find_tool
 from dbguardian.progress import Progress
-from dbguardian.restore.hooks import HookFailed, run_hook
+from dbguardian.restore.hooks import RestoreHooks
 from dbguardian.restore.locate import locate, server_major_of
 from dbguardian.restore.pg_restore import archive, run_pg_restore
 from dbguardian.restore.verify import verify_counts
@@ -65,6 +65,11 @@ class RestoreReport:
     """Where it was restored (user@host:port/database), the target's server unless --dsn named another."""
 
 
+def check_into(into: str) -> None:
+    if not into or len(into) > MAX_DB_NAME:
+        raise UsageError(f"--into must be a database name of 1 to {MAX_DB_NAME} characters")
+
+
 def staging_name(into: str) -> str:
     suffix = f"_dbg_restore_{secrets.token_hex(3)}"
     return into[: MAX_DB_NAME - len(suffix)] + suffix
@@ -90,8 +95,7 @@ async def restore(
 
     An existing ``into`` is replaced only with ``force``, and only after ``safety_backup`` backed it up.
     """
-    if not into or len(into) > MAX_DB_NAME:
-        raise UsageError(f"--into must be a database name of 1 to {MAX_DB_NAME} characters")
+    check_into(into)
     started = time.monotonic()
     target = policy.target(target_name)
     located = await locate(policy, target_name, reference, from_storage, before=before)
@@ -101,8 +105,8 @@ async def restore(
     pg_restore = await find_tool("pg_restore", server_major_of(manifest.server_version), policy.pg_bin_dirs)
     server = server or connection_info(target)
     where = server.with_database(into).describe()
-    hook_context = {"target": target_name, "database": into, "server": where, "source": manifest.id}
-    await run_hook("pre_restore", target.hooks, **hook_context)  # a failure stops here: nothing touched yet
+    hooks = RestoreHooks(target.hooks, target_name, into, where, manifest.id)
+    await hooks.before()
     async with (
         admin_session(server) as admin,
         staged(admin, server, into, manifest, force=force, safety_backup=safety_backup) as stage,
@@ -135,10 +139,7 @@ async def restore(
         server=where,
     )
     log.info("restore finished", **report.__dict__)
-    try:
-        await run_hook("post_restore", target.hooks, **hook_context)
-    except HookFailed as error:  # the restore itself is done and stays: say both
-        raise HookFailed(f"restored {manifest.id} into {where}, but the {error}") from None
+    await hooks.after()
     return report
 
 
