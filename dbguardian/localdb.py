@@ -22,7 +22,7 @@ from dbguardian.dbfacts import count_rows
 from dbguardian.errors import UsageError
 from dbguardian.pipeline.process import Child
 from dbguardian.policy import Policy
-from dbguardian.postgres import ConnectionInfo, connected, find_tool
+from dbguardian.postgres import ConnectionInfo, connected, find_tool, major_of, server_major_at
 from dbguardian.restore.locate import locate, server_major_of
 from dbguardian.restore.logical import staging_name, swap_into_place
 from dbguardian.restore.pg_restore import archive, run_pg_restore
@@ -99,11 +99,6 @@ class LocalReport:
     replaced_existing: bool = False
 
 
-async def _major(info: ConnectionInfo) -> int:
-    async with connected(info) as connection:
-        return int(await connection.fetchval("SHOW server_version_num")) // 10000
-
-
 async def _rows(info: ConnectionInfo) -> dict[str, int]:
     async with connected(info) as connection:
         return {count.qualified: count.rows for count in await count_rows(connection)}
@@ -113,7 +108,7 @@ async def seed(policy: Policy, info: ConnectionInfo, names: list[str]) -> LocalR
     """Load seed profiles / files into the existing database, in one transaction; the row counts after."""
     started = time.monotonic()
     files = seed_files(policy, names)
-    await run_sql_files(policy, info, files, await _major(info))
+    await run_sql_files(policy, info, files, await server_major_at(info))
     return LocalReport(info.database, info.describe(), "existing database", [str(path) for path in files],
                        round(time.monotonic() - started, 3), await _rows(info))  # fmt: skip
 
@@ -138,7 +133,7 @@ async def reset_local(
     into = info.database
     source = "empty database"
     async with admin_session(info) as admin:
-        major = int(await admin.fetchval("SHOW server_version_num")) // 10000
+        major = await major_of(admin)
         exists = await database_exists(admin, into)
         async with scratch_database(admin, info, staging_name(into), await server_defaults(admin)) as staging:
             if schema_file is not None:

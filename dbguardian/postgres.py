@@ -158,6 +158,17 @@ def server_major(server_version_num: int) -> int:
     return server_version_num // 10000
 
 
+async def major_of(connection: asyncpg.Connection) -> int:
+    """The connected server's major version (which client tools to use with it)."""
+    return server_major(int(await connection.fetchval("SHOW server_version_num")))
+
+
+async def server_major_at(info: ConnectionInfo) -> int:
+    """Connect to ``info`` just to learn its server's major version."""
+    async with connected(info) as connection:
+        return await major_of(connection)
+
+
 @dataclass(frozen=True)
 class Tool:
     path: str

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from dbguardian.errors import OperationError
 from dbguardian.pipeline.process import Child
 from dbguardian.policy import Policy
-from dbguardian.postgres import ConnectionInfo, connected, connection_info, find_tool
+from dbguardian.postgres import ConnectionInfo, connection_info, find_tool, server_major_at
 
 _BANNER = re.compile(r"^-- (Dumped from database version|Dumped by pg_dump version|Started on|Completed on)\b")
 _RESTRICT = re.compile(r"^\\(un)?restrict\b")
@@ -111,9 +111,7 @@ async def dump_schema(policy: Policy, target_name: str, *, server: ConnectionInf
                       with_privileges: bool = False) -> str:  # fmt: skip
     """The normalized schema of the target's database (or of ``server``'s)."""
     info = server or connection_info(policy.target(target_name))
-    async with connected(info) as connection:
-        major = int(await connection.fetchval("SHOW server_version_num")) // 10000
-    tool = await find_tool("pg_dump", major, policy.pg_bin_dirs)
+    tool = await find_tool("pg_dump", await server_major_at(info), policy.pg_bin_dirs)
     argv = [tool.path, "--schema-only", "--no-password", f"--dbname={info.database}"]
     if not with_privileges:
         argv += ["--no-owner", "--no-privileges"]

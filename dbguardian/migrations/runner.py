@@ -19,7 +19,7 @@ from dbguardian.errors import DbguardianError, UsageError
 from dbguardian.migrations.layout import Migration, discover
 from dbguardian.pipeline.process import Child
 from dbguardian.policy import Policy
-from dbguardian.postgres import ConnectionInfo, connected, find_tool
+from dbguardian.postgres import ConnectionInfo, find_tool, server_major_at
 from dbguardian.restore.locate import locate, server_major_of
 from dbguardian.restore.pg_restore import archive, run_pg_restore
 from dbguardian.schemadump import changes, dump_schema, unified_diff
@@ -82,9 +82,7 @@ async def test_migrations(
         raise UsageError(f"{directory} holds no migration with both an up and a down file")
     if len(runnable) != len(layout.migrations) or layout.unmatched or layout.duplicates:
         raise UsageError(f"{directory} has files that do not pair up; run `dbguardian migrations lint {directory}` first")
-    async with connected(server) as connection:
-        major = int(await connection.fetchval("SHOW server_version_num")) // 10000
-    psql = (await find_tool("psql", major, policy.pg_bin_dirs)).path
+    psql = (await find_tool("psql", await server_major_at(server), policy.pg_bin_dirs)).path
     name = f"dbg_migrations_{secrets.token_hex(4)}"
     report = MigrationsReport(str(directory), name, "empty database")
     async with (

@@ -28,7 +28,7 @@ from dbguardian.pipeline.read import feed_program
 from dbguardian.pipeline.stages import decompressor
 from dbguardian.pipeline.streams import through_stage
 from dbguardian.policy import Policy
-from dbguardian.postgres import ConnectionInfo, connected, connection_info, find_tool, newest_tool
+from dbguardian.postgres import ConnectionInfo, connection_info, find_tool, newest_tool, server_major_at
 from dbguardian.restore.hooks import RestoreHooks
 from dbguardian.restore.logical import SafetyBackup, check_into, staged, swap_into_place
 from dbguardian.restore.pg_restore import run_pg_restore
@@ -162,11 +162,6 @@ class FileValidateReport:
     checked: str = NO_MANIFEST
 
 
-async def _server_major(server: ConnectionInfo) -> int:
-    async with connected(server) as connection:
-        return int(await connection.fetchval("SHOW server_version_num")) // 10000
-
-
 async def validate_file(policy: Policy, path: Path) -> FileValidateReport:
     """Read the whole file through its decompression and list it (pg_restore --list) or scan it (SQL)."""
     started = time.monotonic()
@@ -226,7 +221,7 @@ async def restore_file(
     server = server or connection_info(target)
     where = server.with_database(into).describe()
     hooks = RestoreHooks(target.hooks, target_name, into, where, str(path))
-    major = await _server_major(server)
+    major = await server_major_at(server)
     await hooks.before()
     tool = await find_tool("psql" if found.kind == "plain" else "pg_restore", major, policy.pg_bin_dirs)
     async with admin_session(server) as admin:
