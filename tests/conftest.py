@@ -28,6 +28,13 @@ BACKUP_ROLE = "backup"
 _SLOW_DIRECTORIES = ("integration", "e2e", "storage")
 
 
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """In the fast lane, do not even import the slow directories' modules (half of the collection time)."""
+    if config.option.markexpr.replace(" ", "") == "notslow" and collection_path.name in _SLOW_DIRECTORIES:
+        return True
+    return None
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Everything outside tests/unit starts real servers: mark it slow, so `-m "not slow"` is the fast lane."""
     for item in items:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import run_cli
+from tests.support.cli import invoke_cli as run_cli
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import yaml
 from dbguardian.errors import PolicyError
 from dbguardian.policy import load_policy, parse_policy, summarize
 from tests.conftest import run_cli
+from tests.support.cli import invoke_cli
 
 MINIMAL = """\
 version: 1
@@ -185,7 +186,7 @@ def test_cli_bad_policy_exit_2_one_line_per_problem(tmp_path: Path) -> None:
 
 
 def test_cli_missing_policy_file(tmp_path: Path) -> None:
-    result = run_cli(tmp_path / "nope.yaml", "check-policy")
+    result = invoke_cli(tmp_path / "nope.yaml", "check-policy")
     assert result.returncode == 2
     assert result.stderr.strip() == f"policy: cannot read {tmp_path / 'nope.yaml'}: No such file or directory"
 
@@ -193,7 +194,7 @@ def test_cli_missing_policy_file(tmp_path: Path) -> None:
 def test_cli_policy_from_environment(tmp_path: Path) -> None:
     path = tmp_path / "p.yaml"
     path.write_text(MINIMAL)
-    result = run_cli(None, "check-policy", DBGUARDIAN_POLICY=str(path))
+    result = invoke_cli(None, "check-policy", DBGUARDIAN_POLICY=str(path))
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("policy ok: 1 target(s) (app), 1 storage(s) (local), 1 schedule(s)")
 
@@ -233,7 +234,7 @@ def test_cli_rejects_a_webhook_that_is_not_a_url(tmp_path: Path) -> None:
     data["alerts"] = {"webhook": {"url": "not-a-url"}}
     path = tmp_path / "policy.yaml"
     path.write_text(yaml.safe_dump(data))
-    result = run_cli(path, "check-policy")
+    result = invoke_cli(path, "check-policy")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == ["alerts.webhook.url: must be an http(s) URL (https://host/path)"]
 
