@@ -23,10 +23,12 @@ from typing import Any
 
 from dbguardian.alerts.dispatch import Alerter, build_channels
 from dbguardian.errors import DbguardianError, PolicyError
+from dbguardian.handover import Handover
 from dbguardian.health import Verdict
 from dbguardian.http import HttpServer, Response
 from dbguardian.jobs.registry import job_specs
 from dbguardian.jobtable import JobTable
+from dbguardian.leadership import leadership_for
 from dbguardian.logs import get_logger
 from dbguardian.metrics import Metrics
 from dbguardian.notify import Notifier, heartbeat_loop
@@ -55,7 +57,9 @@ class Daemon:
         self.alerter = Alerter(
             policy, count=lambda channel, result: self.metrics.alert_deliveries.labels(channel, result).inc()
         )
-        self.runner = Runner(policy, self.metrics, self.alerter, clock, on_finished=self._status_changed)
+        self.leadership = leadership_for(policy)  # several daemons on one policy: one leads each target
+        self.runner = Runner(policy, self.metrics, self.alerter, clock, on_finished=self._status_changed,
+                             leadership=self.leadership, handover=Handover(policy, self.alerter))  # fmt: skip
         self.table: JobTable | None = None
         self.heartbeat = time.monotonic()
         self._stop = asyncio.Event()
@@ -81,7 +85,9 @@ class Daemon:
             self.table.scheduler.start()
             log.info("daemon started", jobs=sorted(self.runner.specs), metrics=f"http://{listen.host}:{http.port}/metrics")
             self.notifier.send("READY=1", f"STATUS={self.status()}", f"MAINPID={os.getpid()}")
+            await self.runner.claim_all()
             await self.runner.catch_up(enabled=self.policy.catch_up)
+            self._track(self.runner.watch_leadership())
             await self._stop.wait()
             self.notifier.send("STOPPING=1", "STATUS=stopping")
             self.table.scheduler.shutdown(wait=False)
@@ -92,6 +98,7 @@ class Daemon:
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
             await http.close()
+            await self.leadership.close()
             self.notifier.close()
         log.info("daemon stopped")
         return 0

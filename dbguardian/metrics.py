@@ -204,6 +204,12 @@ class Metrics:
         )
         self.running = Gauge("dbguardian_jobs_running", "Jobs running now.", ["kind"], registry=registry)
         self.jobs = Gauge("dbguardian_jobs", "Jobs in the job table.", ["kind"], registry=registry)
+        self.job_leader = Gauge(
+            "dbguardian_job_leader",
+            "1 if this daemon runs the job (it leads the job's target), 0 if another daemon does (coordination).",
+            ["job_id"],
+            registry=registry,
+        )
         registry.register(CleanupFailures())
 
     def set_next_runs(self, rows: Iterable[tuple[str, str, str, str, datetime | None]]) -> None:

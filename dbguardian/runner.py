@@ -26,9 +26,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from dbguardian.alerts.dispatch import Alerter
+from dbguardian.handover import Handover
 from dbguardian.health import Verdict
 from dbguardian.jobs.outcome import JobCancelled, JobContext, JobKind, JobOutcome, Observation
 from dbguardian.jobs.registry import KINDS
+from dbguardian.leadership import AlwaysLeader, Leadership
 from dbguardian.logs import get_logger
 from dbguardian.metrics import Metrics
 from dbguardian.policy import HEALTH_DEFAULTS, Policy
@@ -70,8 +72,15 @@ class Runner:
         clock: Callable[[], datetime],
         kinds: Mapping[str, JobKind] = KINDS,
         on_finished: Callable[[], None] | None = None,
+        leadership: Leadership | None = None,
+        handover: Handover | None = None,
     ) -> None:
         self.policy = policy
+        self.leadership: Leadership = leadership or AlwaysLeader()
+        self.handover = handover
+        """Publishes and adopts each target's safety state when several daemons share the policy."""
+        self._leading: set[str] = set()
+        self._watching = False
         self.metrics = metrics
         self.alerter = alerter
         self.clock = clock
@@ -92,6 +101,9 @@ class Runner:
         """Take a new policy and job table (synchronously: part of the daemon's one-step swap)."""
         self.policy = policy
         self.specs = specs
+        self.leadership.configure(policy)
+        if self.handover is not None:
+            self.handover.configure(policy)
         if policy.max_concurrent_backups != self._slots_size:  # jobs already waiting keep the old limit
             self._slots = asyncio.Semaphore(policy.max_concurrent_backups)
             self._slots_size = policy.max_concurrent_backups
@@ -141,6 +153,9 @@ class Runner:
     async def _run(self, kind: JobKind, spec: JobSpec, reason: str) -> None:
         if spec.target not in self.policy.targets:
             return  # removed by a reload while it waited
+        if reason != "follow-up" and not await self.claim(spec.target):
+            log.debug("another daemon leads the target; not running", job=spec.id, reason=reason)
+            return
         verdicts: list[Verdict] = []
         after: list[str] = []
         if kind.exclusive:
@@ -172,6 +187,8 @@ class Runner:
         for name in after:
             if not self.stopping.is_set():
                 await self.run(_follow_spec(name, spec), "follow-up")
+        if reason != "follow-up":
+            await self._publish_state(spec.target)
 
     async def _execute(self, kind: JobKind, spec: JobSpec, reason: str, stopping: asyncio.Event | None = None) -> JobOutcome:
         counted = kind.exclusive and kind.mode != "follow_up"  # dbguardian_jobs_running counts jobs, not their tails
@@ -216,20 +233,77 @@ class Runner:
             return self.policy.health_rules(target).renotify
         return HEALTH_DEFAULTS.renotify
 
-    async def catch_up(self, *, enabled: bool) -> None:
-        """At start, each kind that keeps a catalog says what it missed while the daemon was down."""
+    async def catch_up(self, *, enabled: bool, targets: set[str] | None = None, cron_only: bool = False) -> None:
+        """At start (or on taking over ``targets``), each kind that keeps a catalog says what it missed."""
         for kind in self.kinds.values():
             if kind.catch_up is None:
                 continue
-            specs = [spec for spec in self.specs.values() if spec.kind == kind.name]
+            specs = [spec for spec in self.specs.values()
+                     if spec.kind == kind.name and (targets is None or spec.target in targets)]  # fmt: skip
             plan = await kind.catch_up(self.context("catch-up"), specs)
             self.apply(plan.outcome, kind.name)
-            missed = plan.missed if enabled else []
+            missed = [item for item in plan.missed if not (cron_only and item.spec.cron is None)] if enabled else []
             log.info("catch-up checked", kind=kind.name, enabled=enabled, missed=[item.spec.id for item in missed])
             for item in missed:
                 log.warning("catching up a missed run", job=item.spec.id, reason=item.reason)
                 self.metrics.missed_runs.labels(item.spec.target, item.spec.tier).inc()
                 self.start(item.spec, "catch-up")
+
+    # ----------------------------------------------------------------------------- leadership
+    async def claim(self, target: str) -> bool:
+        """Whether this daemon runs ``target``'s jobs now; on taking the lead, adopt the target's state
+        from the daemon that led it before, and (after start) catch up what that daemon missed."""
+        leads = await self.leadership.claim(target)
+        for spec in self.specs.values():
+            if spec.target == target:
+                self.metrics.job_leader.labels(spec.id).set(1 if leads else 0)
+        if leads and target not in self._leading:
+            self._leading.add(target)
+            if self.handover is not None:
+                try:
+                    await self.handover.adopt(target)
+                except Exception as error:  # the state of one target must not stop its jobs
+                    log.exception("taking over the target's state failed", target=target, error=repr(error))
+            if self._watching:
+                log.warning("took over a target from another daemon", target=target)
+                asyncio.get_running_loop().call_soon(self._catch_up_later, target)
+        elif not leads:
+            self._leading.discard(target)
+        return leads
+
+    def _catch_up_later(self, target: str) -> None:
+        # Interval jobs are left to their next fire, at most one period away (a catch-up now would
+        # run the same backup twice within moments); a cron job's next fire can be a day away.
+        task = asyncio.create_task(self.catch_up(enabled=self.policy.catch_up, targets={target}, cron_only=True))
+        self.running.add(task)
+        task.add_done_callback(self.running.discard)
+
+    async def watch_leadership(self) -> None:
+        """Every ``coordination.check_every``: confirm or take each target's lead (so a follower takes
+        over a dead leader's targets between their runs, and ``dbguardian_job_leader`` stays true)."""
+        self._watching = True
+        while not self.stopping.is_set():
+            await self.leadership.prune()  # targets a reload removed: their locks are given back
+            for target in list(self.policy.targets):
+                try:
+                    await self.claim(target)
+                except Exception as error:  # never let one target stop the watch
+                    log.exception("leadership check failed", target=target, error=repr(error))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), self.policy.coordination.check_every.total_seconds())
+
+    async def claim_all(self) -> None:
+        """The first leadership pass at start (state adopted; the daemon's own catch-up follows)."""
+        for target in list(self.policy.targets):
+            await self.claim(target)
+
+    async def _publish_state(self, target: str) -> None:
+        if self.handover is None or target not in self._leading:
+            return
+        try:
+            await self.handover.publish(target, self.clock())
+        except Exception as error:  # publishing is best effort; the next run publishes again
+            log.exception("publishing the target's state failed", target=target, error=repr(error))
 
     # ----------------------------------------------------------------------------- continuous jobs
     def _sync_continuous(self) -> None:
@@ -264,16 +338,40 @@ class Runner:
         delay = BACKOFF_START
         loop = asyncio.get_running_loop()
         while not (stop.is_set() or self.stopping.is_set()):
+            if not await self.claim(spec.target):  # a follower waits; it runs the job once it leads
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.policy.coordination.check_every.total_seconds())
+                continue
             started = loop.time()
-            outcome = await self._execute(kind, spec, "continuous", stop)
+            run_stop = asyncio.Event()
+            watcher = asyncio.create_task(self._stop_when_not_leading(spec.target, stop, run_stop))
+            try:
+                outcome = await self._execute(kind, spec, "continuous", run_stop)
+            finally:
+                run_stop.set()
+                watcher.cancel()
             await self._alert(outcome.verdicts, spec.id)
+            await self._publish_state(spec.target)
             if stop.is_set() or self.stopping.is_set():
                 break
+            if spec.target not in self._leading:
+                log.warning("continuous job stopped: another daemon leads the target now", job=spec.id)
+                continue
             delay = BACKOFF_START if loop.time() - started > BACKOFF_RESET_AFTER else delay
             log.warning("continuous job ended; restarting", job=spec.id, after_seconds=delay)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=delay)
             delay = min(delay * 2, BACKOFF_MAX)
+
+    async def _stop_when_not_leading(self, target: str, stop: asyncio.Event, run_stop: asyncio.Event) -> None:
+        """Ask a continuous run to stop when the daemon stops, the job is removed, or the lead is lost."""
+        interval = self.policy.coordination.check_every.total_seconds()
+        while not run_stop.is_set():
+            if stop.is_set() or self.stopping.is_set() or not await self.claim(target):
+                run_stop.set()
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
 
     # ----------------------------------------------------------------------------- shutdown
     async def shutdown(self, grace: float) -> None:

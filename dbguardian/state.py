@@ -67,6 +67,15 @@ def last_attempt(state_dir: Path, target: str) -> dict[str, Any] | None:
     return attempt if isinstance(attempt, dict) else None
 
 
+def replace_attempt(state_dir: Path, target: str, attempt: dict[str, Any] | None) -> None:
+    """Take over another daemon's record of the target's latest attempt (:mod:`dbguardian.handover`)."""
+    path = _attempt_path(state_dir, target)
+    if attempt is None:
+        path.unlink(missing_ok=True)
+    else:
+        write_json(path, {"last_attempt": attempt})
+
+
 def last_attempt_failed(state_dir: Path, target: str) -> bool:
     attempt = last_attempt(state_dir, target)
     return attempt is not None and attempt.get("result") != "success"

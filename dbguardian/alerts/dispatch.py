@@ -94,6 +94,32 @@ class Alerter:
         }
         write_json(self.path, {"alerts": alerts, "outbox": outbox})
 
+    def target_states(self, target: str) -> dict[str, dict[str, str | bool | None]]:
+        """The target's firing alerts (check -> state), as :mod:`dbguardian.handover` hands them over."""
+        prefix = f"{target}/"
+        return {
+            key.removeprefix(prefix): {
+                "firing": True,
+                "since": state.since.isoformat() if state.since else None,
+                "last_sent": state.last_sent.isoformat() if state.last_sent else None,
+            }
+            for key, state in self.firing().items()
+            if key.startswith(prefix)
+        }
+
+    async def adopt(self, target: str, states: dict[str, Any]) -> None:
+        """Take over the target's alert states from the daemon that led it before: its firing alerts
+        stay firing here (no second "firing" message; "resolved" is sent when they clear), and alerts
+        this process had for the target but the other one resolved are dropped silently."""
+        prefix = f"{target}/"
+        async with self._lock:
+            current, outbox = self._load()
+            kept = {key: state for key, state in current.items() if not key.startswith(prefix)}
+            for check, value in states.items():
+                if isinstance(value, dict) and value.get("firing"):
+                    kept[prefix + check] = AlertState(True, _parse(value.get("since")), _parse(value.get("last_sent")))
+            self._save(kept, outbox)
+
     def firing(self) -> dict[str, AlertState]:
         return {key: state for key, state in self._load()[0].items() if state.firing}
 

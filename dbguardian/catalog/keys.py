@@ -8,6 +8,7 @@
     <target>/<backup id>/base.tar<suffix>       physical: the base backup (reserved, not written yet)
     <target>/wal/<timeline>/<segment><suffix>   WAL segments and history files (reserved namespace)
     _dbguardian/probe/<host>-<token>            the health check's write/read/delete probe
+    _dbguardian/state/<target>.json             the target leader's safety state, for the next leader
 
 ``<suffix>`` names what was done to the stream, in order (``.zst``, ``.gz.age``). Backup folders and
 the ``wal`` folder are siblings under ``<target>/``, so a delimiter listing of ``<target>/`` finds the
@@ -27,6 +28,7 @@ GLOBALS_NAME = "globals.sql"
 BASE_NAME = "base.tar"
 WAL_DIR = "wal"
 PROBE_PREFIX = "_dbguardian/probe/"
+STATE_PREFIX = "_dbguardian/state/"
 
 _ID = re.compile(r"^(\d{8}T\d{6})\.(\d{6})Z-([0-9a-f]{4})$")
 _SEGMENT = re.compile(r"^([0-9A-F]{8})([0-9A-F]{16})(\.partial|\.[0-9A-F]{8}\.backup)?$")
@@ -170,6 +172,12 @@ def parse_wal_key(key: str) -> WalObjectKey | None:
 def is_wal_key(key: str) -> bool:
     parts = key.split("/")
     return len(parts) >= 2 and parts[1] == WAL_DIR
+
+
+def state_key(target: str) -> str:
+    """The target's safety state (last attempt, alert states, failure counters) that its leading daemon
+    keeps for whichever daemon leads next (:mod:`dbguardian.handover`); outside every target's folder."""
+    return f"{STATE_PREFIX}{target}.json"
 
 
 def probe_key(host: str, token: str) -> str:

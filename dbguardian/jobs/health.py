@@ -40,7 +40,7 @@ async def _probe(storage: Storage) -> None:
         await storage.delete(key)
 
 
-def _state_path(policy: Policy, target: str) -> Path:
+def health_state_path(policy: Policy, target: str) -> Path:
     """The target's health state: consecutive database failures and integrity re-reads. One file per
     target, read once and written once per run (health runs of different targets never share a file)."""
     return policy.state_dir / "health" / f"{target}.json"
@@ -146,7 +146,7 @@ async def gather(
             merged = records.setdefault(record.id, Backup(record.manifest))
             merged.storages.append(storage.name)
 
-    state_path = _state_path(policy, target_name)
+    state_path = health_state_path(policy, target_name)
     state: dict[str, Any] = read_json(state_path) or {}
     rules = policy.health_rules(target_name).integrity
     integrity_errors, checked = await _integrity(target_name, storages, per_storage, now, rules, state)

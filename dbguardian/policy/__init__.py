@@ -34,7 +34,7 @@ from dbguardian.policy.monitoring import (
     WebhookConfig,
 )
 from dbguardian.policy.secrets import SecretRef
-from dbguardian.policy.settings import DEFAULT_METRICS_PORT, MetricsConfig, Policy
+from dbguardian.policy.settings import DEFAULT_METRICS_PORT, CoordinationConfig, MetricsConfig, Policy
 from dbguardian.policy.storage import StorageConfig, StorageConfigBase
 from dbguardian.policy.target import RetentionConfig, ScheduleConfig, StorageRetentionConfig, TargetConfig
 from dbguardian.policy.trigger import Trigger
@@ -48,6 +48,7 @@ __all__ = [
     "AgeEncryptionConfig",
     "AlertsConfig",
     "CompressionConfig",
+    "CoordinationConfig",
     "DrillCheck",
     "DrillConfig",
     "Duration",

@@ -48,6 +48,28 @@ class MetricsConfig(StrictModel):
         return int(self.listen.rpartition(":")[2])
 
 
+class CoordinationConfig(StrictModel):
+    """Several daemons on one policy (high availability): each target's jobs run on one of them.
+
+    ``advisory_lock``: the daemon that holds a PostgreSQL advisory lock on the target's own server is
+    that target's leader and runs all of its jobs; the lock dies with its session, so a dead daemon
+    releases it and another takes over at its next check. ``none``: no coordination (one daemon).
+    """
+
+    mode: Literal["advisory_lock", "none"] = "advisory_lock"
+    group: str = Field(default="dbguardian", min_length=1, max_length=200)
+    """Daemons with the same group (and target name) share a target's jobs; another group never blocks them."""
+    check_every: Duration = Field(default=timedelta(seconds=5))
+    """How often a follower tries to take over, and a leader confirms its session still holds the lock."""
+
+    @field_validator("check_every")
+    @classmethod
+    def _check_every(cls, value: timedelta) -> timedelta:
+        if not timedelta(seconds=1) <= value <= timedelta(minutes=5):
+            raise ValueError("must be between 1s and 5m")
+        return value
+
+
 class Policy(BaseSettings):
     """The whole policy file."""
 
@@ -72,6 +94,7 @@ class Policy(BaseSettings):
     # The daemon (dbguardian run)
     max_concurrent_backups: int = Field(default=1, ge=1)
     catch_up: bool = True
+    coordination: CoordinationConfig = CoordinationConfig()
     shutdown_grace: Duration = timedelta(seconds=60)
     misfire_grace_time: Duration = timedelta(hours=1)
     metrics: MetricsConfig = MetricsConfig()
