@@ -20,7 +20,7 @@ def prune_json(policy: Path, *args: str) -> dict[str, Any]:
 
 def test_prune_applies_tier_keep_and_is_idempotent(database: str, make_policy: PolicyFactory, tmp_path: Path) -> None:
     policy = make_policy(database, schedules={"daily": {"cron": "0 2 * * *", "keep": 2}}, retention={"min_keep": 1})
-    ids = [backup(policy, "--tier", "daily") for _ in range(4)]
+    ids = [backup(policy, "--tier", "daily", "--no-prune") for _ in range(4)]
     manual = backup(policy)  # tier "manual" has no keep rule
 
     dry = prune_json(policy, "--dry-run")
@@ -44,7 +44,7 @@ def test_prune_applies_tier_keep_and_is_idempotent(database: str, make_policy: P
 def test_prune_pauses_after_a_failed_attempt(database: str, make_policy: PolicyFactory, tmp_path: Path) -> None:
     schedules = {"daily": {"cron": "0 2 * * *", "keep": 1}}
     policy = make_policy(database, schedules=schedules, retention={"min_keep": 1})
-    ids = [backup(policy, "--tier", "daily") for _ in range(3)]
+    ids = [backup(policy, "--tier", "daily", "--no-prune") for _ in range(3)]
     wrong = tmp_path / "wrong.password"
     wrong.write_text("nope")
     broken = make_policy(database, schedules=schedules, retention={"min_keep": 1}, password_file=str(wrong))
@@ -57,7 +57,7 @@ def test_prune_pauses_after_a_failed_attempt(database: str, make_policy: PolicyF
 
     # once a backup succeeds again, retention resumes
     good = make_policy(database, schedules=schedules, retention={"min_keep": 1})
-    newest = backup(good, "--tier", "daily")
+    newest = backup(good, "--tier", "daily", "--no-prune")
     result = run_cli(good, "prune", "app")
     assert result.returncode == 0, result.stderr
     assert [entry["id"] for entry in listed(good)] == [newest]
