@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 import asyncpg
@@ -95,60 +95,80 @@ class AlwaysLeader:
 
 
 @dataclass
-class _Seat:
+class _Session:
+    """One database session per distinct target connection (targets on one DSN share it: a hundred
+    targets in one database cost one connection per daemon, not a hundred)."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """asyncpg runs one query at a time per connection; runs and the watch loop both ask."""
     connection: asyncpg.Connection | None = None
+
+
+@dataclass
+class _Seat:
+    session: str
+    key: tuple[int, int]
     role: Role | None = None
     known: Role | None = None
     """The last role learned from the server (never "unknown")."""
-    key: tuple[int, int] = (0, 0)
-    lock: asyncio.Lock | None = None
 
 
 class AdvisoryLeadership:
-    """One session per target server that this daemon keeps open; it holds the lock while leading."""
+    """Keeps a session per target connection open; it holds a target's lock while leading it."""
 
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
+        self._sessions: dict[str, _Session] = {}
         self._seats: dict[str, _Seat] = {}
 
     def configure(self, policy: Policy) -> None:
-        """A reload: targets that are gone are released by the next :meth:`prune`."""
+        """A reload: targets that are gone (or moved) are released by the next :meth:`prune`."""
         self.policy = policy
 
     def role(self, target: str) -> Role | None:
         seat = self._seats.get(target)
         return seat.role if seat is not None else None
 
-    async def claim(self, target: str) -> bool:
-        seat = self._seats.setdefault(target, _Seat(lock=asyncio.Lock()))
-        assert seat.lock is not None
-        async with seat.lock:  # one probe at a time per target (runs and the watch loop both ask)
-            seat.key = lock_key(self.policy.coordination.group, target)
-            role = await self._probe(target, seat)
-            if role != seat.role:
-                log.info("leadership changed", target=target, role=role, previous=seat.role)
-            seat.role = role
-            if role != "unknown":
-                seat.known = role
-            return acts(role, seat.known)
-
-    async def _probe(self, target: str, seat: _Seat) -> Role:
+    def _seat(self, target: str) -> _Seat | None:
         config = self.policy.targets.get(target)
         if config is None:
-            await self._drop(seat)
-            return "follower"
+            return None
+        info = connection_info(config)
+        session = f"{info.dsn}\0{config.password_file or ''}"
+        key = lock_key(self.policy.coordination.group, target)
+        seat = self._seats.get(target)
+        if seat is None or seat.session != session or seat.key != key:
+            seat = self._seats[target] = _Seat(session, key, seat.role if seat else None, seat.known if seat else None)
+        return seat
+
+    async def claim(self, target: str) -> bool:
+        seat = self._seat(target)
+        if seat is None:
+            return False
+        session = self._sessions.setdefault(seat.session, _Session())
+        async with session.lock:
+            role = await self._probe(target, seat, session)
+        if role != seat.role:
+            log.info("leadership changed", target=target, role=role, previous=seat.role)
+        seat.role = role
+        if role != "unknown":
+            seat.known = role
+        return acts(role, seat.known)
+
+    async def _probe(self, target: str, seat: _Seat, session: _Session) -> Role:
         try:
-            if seat.connection is None or seat.connection.is_closed():
-                seat.connection = await connect(connection_info(config), timeout=CONNECT_TIMEOUT)
-            if await self._holds(seat.connection, seat.key):
+            if session.connection is None or session.connection.is_closed():
+                session.connection = await connect(connection_info(self.policy.targets[target]), timeout=CONNECT_TIMEOUT)
+            if await self._holds(session.connection, seat.key):
                 return "leader"
             # Not held by this session, so a successful try holds it exactly once (holds stack per session).
-            taken = await asyncio.wait_for(seat.connection.fetchval("SELECT pg_try_advisory_lock($1, $2)", *seat.key),
-                                           QUERY_TIMEOUT)  # fmt: skip
+            taken = await asyncio.wait_for(
+                session.connection.fetchval("SELECT pg_try_advisory_lock($1, $2)", *seat.key), QUERY_TIMEOUT
+            )
             return "leader" if taken else "follower"
         except (DbguardianError, OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
             log.warning("leadership unknown: the target's server cannot be reached", target=target, error=str(error))
-            await self._drop(seat)
+            await _close(session)  # every target on this session lost its lock with it
             return "unknown"
 
     @staticmethod
@@ -166,28 +186,46 @@ class AdvisoryLeadership:
         return bool(held)
 
     async def release(self, target: str) -> None:
-        """Give up ``target`` (a reload removed it, or the daemon stops): closing the session frees the lock."""
+        """Give up ``target`` (a reload removed it, or the daemon stops)."""
         seat = self._seats.pop(target, None)
-        if seat is not None:
-            await self._drop(seat)
+        session = self._sessions.get(seat.session) if seat is not None else None
+        if seat is None or session is None:
+            return
+        async with session.lock:
+            if session.connection is not None and seat.role == "leader":
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(session.connection.fetchval("SELECT pg_advisory_unlock($1, $2)", *seat.key),
+                                           QUERY_TIMEOUT)  # fmt: skip
+            if not any(other.session == seat.session for other in self._seats.values()):
+                del self._sessions[seat.session]
+                await _close(session)
 
     async def prune(self) -> None:
-        for target in [name for name in self._seats if name not in self.policy.targets]:
-            await self.release(target)
+        """Release targets a reload removed, or whose connection or lock key changed."""
+        for target, seat in list(self._seats.items()):
+            current = self._seat(target) if target in self.policy.targets else None
+            if current is None or current.session != seat.session or current.key != seat.key:
+                self._seats[target] = seat
+                await self.release(target)
+        for name in [name for name in self._sessions if not any(s.session == name for s in self._seats.values())]:
+            await _close(self._sessions.pop(name))
 
     async def close(self) -> None:
-        for target in list(self._seats):
-            await self.release(target)
+        """At stop: closing the sessions frees every lock at once."""
+        self._seats.clear()
+        for session in self._sessions.values():
+            await _close(session)
+        self._sessions.clear()
 
-    @staticmethod
-    async def _drop(seat: _Seat) -> None:
-        connection, seat.connection = seat.connection, None
-        if connection is None:
-            return
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(connection.close(), timeout=QUERY_TIMEOUT)
-        if not connection.is_closed():
-            connection.terminate()
+
+async def _close(session: _Session) -> None:
+    connection, session.connection = session.connection, None
+    if connection is None:
+        return
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(connection.close(), timeout=QUERY_TIMEOUT)
+    if not connection.is_closed():
+        connection.terminate()
 
 
 def leadership_for(policy: Policy) -> Leadership:
