@@ -61,6 +61,10 @@ class Leadership(Protocol):
         """Whether this daemon runs ``target``'s jobs now (taking the lead if nobody has it)."""
         ...
 
+    async def claim_many(self, targets: list[str]) -> dict[str, bool]:
+        """:meth:`claim` for many targets, in two queries per session (the periodic check)."""
+        ...
+
     def role(self, target: str) -> Role | None: ...
 
     def configure(self, policy: Policy) -> None: ...
@@ -77,6 +81,9 @@ class AlwaysLeader:
 
     async def claim(self, target: str) -> bool:
         return True
+
+    async def claim_many(self, targets: list[str]) -> dict[str, bool]:
+        return dict.fromkeys(targets, True)
 
     def role(self, target: str) -> Role | None:
         return "leader"
@@ -142,48 +149,68 @@ class AdvisoryLeadership:
         return seat
 
     async def claim(self, target: str) -> bool:
-        seat = self._seat(target)
-        if seat is None:
-            return False
-        session = self._sessions.setdefault(seat.session, _Session())
-        async with session.lock:
-            role = await self._probe(target, seat, session)
-        if role != seat.role:
-            log.info("leadership changed", target=target, role=role, previous=seat.role)
-        seat.role = role
-        if role != "unknown":
-            seat.known = role
-        return acts(role, seat.known)
+        return (await self.claim_many([target])).get(target, False)
 
-    async def _probe(self, target: str, seat: _Seat, session: _Session) -> Role:
+    async def claim_many(self, targets: list[str]) -> dict[str, bool]:
+        seats = {target: seat for target in targets if (seat := self._seat(target)) is not None}
+        by_session: dict[str, dict[str, _Seat]] = {}
+        for target, seat in seats.items():
+            by_session.setdefault(seat.session, {})[target] = seat
+        answers = dict.fromkeys(targets, False)
+        for name, group in by_session.items():
+            session = self._sessions.setdefault(name, _Session())
+            async with session.lock:
+                roles = await self._probe(next(iter(group)), group, session)
+            for target, role in roles.items():
+                seat = group[target]
+                if role != seat.role:
+                    log.info("leadership changed", target=target, role=role, previous=seat.role)
+                seat.role = role
+                if role != "unknown":
+                    seat.known = role
+                answers[target] = acts(role, seat.known)
+        return answers
+
+    async def _probe(self, first: str, group: dict[str, _Seat], session: _Session) -> dict[str, Role]:
+        """The roles of the targets sharing ``session``: which locks it holds, then one try for the rest."""
         try:
             if session.connection is None or session.connection.is_closed():
-                session.connection = await connect(connection_info(self.policy.targets[target]), timeout=CONNECT_TIMEOUT)
-            if await self._holds(session.connection, seat.key):
-                return "leader"
-            # Not held by this session, so a successful try holds it exactly once (holds stack per session).
-            taken = await asyncio.wait_for(
-                session.connection.fetchval("SELECT pg_try_advisory_lock($1, $2)", *seat.key), QUERY_TIMEOUT
-            )
-            return "leader" if taken else "follower"
+                session.connection = await connect(connection_info(self.policy.targets[first]), timeout=CONNECT_TIMEOUT)
+            connection = session.connection
+            # Asked each time: a leader whose session broke must not go on believing it leads.
+            held = {
+                (int(row[0]), int(row[1]))
+                for row in await asyncio.wait_for(
+                    connection.fetch(
+                        "SELECT classid::bigint, objid::bigint FROM pg_locks WHERE locktype = 'advisory'"
+                        " AND pid = pg_backend_pid() AND objsubid = 2 AND granted"
+                    ),
+                    QUERY_TIMEOUT,
+                )
+            }
+            roles: dict[str, Role] = {target: "leader" for target, seat in group.items() if seat.key in held}
+            wanted = [(target, seat.key) for target, seat in group.items() if target not in roles]
+            if wanted:
+                # Not held by this session, so a successful try holds each exactly once (holds stack per session).
+                rows = await asyncio.wait_for(
+                    connection.fetch(
+                        "SELECT pg_try_advisory_lock(k1, k2) FROM unnest($1::int[], $2::int[]) WITH ORDINALITY"
+                        " AS keys(k1, k2, n) ORDER BY n",
+                        [key[0] for _, key in wanted],
+                        [key[1] for _, key in wanted],
+                    ),
+                    QUERY_TIMEOUT,
+                )
+                for (target, _), row in zip(wanted, rows, strict=True):
+                    roles[target] = "leader" if row[0] else "follower"
+            return roles
         except (DbguardianError, OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-            log.warning("leadership unknown: the target's server cannot be reached", target=target, error=str(error))
+            for target, seat in group.items():
+                if seat.role != "unknown":  # once per outage, not every check
+                    log.warning("leadership unknown: the target's server cannot be reached", target=target,
+                                error=str(error))  # fmt: skip
             await _close(session)  # every target on this session lost its lock with it
-            return "unknown"
-
-    @staticmethod
-    async def _holds(connection: asyncpg.Connection, key: tuple[int, int]) -> bool:
-        """Whether this session holds the lock (asked each time: a leader whose session broke must not
-        go on believing it leads)."""
-        held = await asyncio.wait_for(
-            connection.fetchval(
-                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
-                " AND classid = $1::bigint::oid AND objid = $2::bigint::oid AND objsubid = 2 AND granted)",
-                *key,
-            ),
-            QUERY_TIMEOUT,
-        )
-        return bool(held)
+            return dict.fromkeys(group, "unknown")
 
     async def release(self, target: str) -> None:
         """Give up ``target`` (a reload removed it, or the daemon stops)."""

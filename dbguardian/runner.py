@@ -254,6 +254,10 @@ class Runner:
         """Whether this daemon runs ``target``'s jobs now; on taking the lead, adopt the target's state
         from the daemon that led it before, and (after start) catch up what that daemon missed."""
         leads = await self.leadership.claim(target)
+        await self._claimed(target, leads)
+        return leads
+
+    async def _claimed(self, target: str, leads: bool) -> None:
         for spec in self.specs.values():
             if spec.target == target:
                 self.metrics.job_leader.labels(spec.id).set(1 if leads else 0)
@@ -269,7 +273,6 @@ class Runner:
                 asyncio.get_running_loop().call_soon(self._catch_up_later, target)
         elif not leads:
             self._leading.discard(target)
-        return leads
 
     def _catch_up_later(self, target: str) -> None:
         # Interval jobs are left to their next fire, at most one period away (a catch-up now would
@@ -283,12 +286,12 @@ class Runner:
         over a dead leader's targets between their runs, and ``dbguardian_job_leader`` stays true)."""
         self._watching = True
         while not self.stopping.is_set():
-            await self.leadership.prune()  # targets a reload removed: their locks are given back
-            for target in list(self.policy.targets):
-                try:
-                    await self.claim(target)
-                except Exception as error:  # never let one target stop the watch
-                    log.exception("leadership check failed", target=target, error=repr(error))
+            try:
+                await self.leadership.prune()  # targets a reload removed: their locks are given back
+                for target, leads in (await self.leadership.claim_many(list(self.policy.targets))).items():
+                    await self._claimed(target, leads)
+            except Exception as error:  # never let a bug stop the watch
+                log.exception("leadership check failed", error=repr(error))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), self.policy.coordination.check_every.total_seconds())
 

@@ -51,6 +51,9 @@ class Scripted:
         self.asked.append(target)
         return self.leads
 
+    async def claim_many(self, targets: list[str]) -> dict[str, bool]:
+        return dict.fromkeys(targets, self.leads)
+
     def role(self, target: str) -> Role | None:
         return "leader" if self.leads else "follower"
 
