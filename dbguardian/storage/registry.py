@@ -16,6 +16,7 @@ from typing import Any
 from dbguardian.allocator import tune_allocator
 from dbguardian.policy.storage import StorageConfigBase
 from dbguardian.storage.base import Capabilities, Storage
+from dbguardian.storage.gcs.config import GCS_CAPABILITIES, GcsStorageConfig
 from dbguardian.storage.local import LocalStorage, LocalStorageConfig
 from dbguardian.storage.s3.config import S3_CAPABILITIES, S3StorageConfig
 
@@ -40,9 +41,16 @@ def _s3(name: str, config: S3StorageConfig) -> Storage:
     return S3Storage(name, config)
 
 
+def _gcs(name: str, config: GcsStorageConfig) -> Storage:
+    from dbguardian.storage.gcs.storage import GcsStorage  # imports gcloud-aio-storage: only when a policy uses GCS
+
+    return GcsStorage(name, config)
+
+
 BACKENDS: Mapping[str, Backend] = {
     "local": Backend(LocalStorageConfig, _local, LocalStorage.capabilities),
     "s3": Backend(S3StorageConfig, _s3, S3_CAPABILITIES),
+    "gcs": Backend(GcsStorageConfig, _gcs, GCS_CAPABILITIES),
 }
 
 

@@ -160,3 +160,6 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
         log.close()
+
+
+from tests.storage.gcs_fixtures import fake_gcs, gcs_bucket, make_gcs  # noqa: E402,F401

@@ -27,9 +27,10 @@ from dbguardian.storage.local import LocalStorage
 from dbguardian.storage.memory import MemoryStorage
 from dbguardian.storage.s3.config import S3StorageConfig
 from tests.storage.conftest import PREFIX, MotoServer, S3Factory
+from tests.storage.gcs_fixtures import GCS_PREFIX, GcsFactory
 
 
-@pytest.fixture(params=["local", "memory", "s3", "seaweedfs"])
+@pytest.fixture(params=["local", "memory", "s3", "seaweedfs", "gcs"])
 def factory(request: pytest.FixtureRequest, tmp_path: Path) -> StorageFactory:
     """Fresh, empty storages of one backend (each call: its own directory or bucket prefix)."""
     if request.param == "local":
@@ -52,6 +53,10 @@ def factory(request: pytest.FixtureRequest, tmp_path: Path) -> StorageFactory:
             return open_storage("s3", S3StorageConfig.model_validate(config))
 
         return on_seaweedfs
+    if request.param == "gcs":
+        # fake-gcs-server over real HTTP, a fresh bucket per test (see gcs_fixtures.py); built the way the policy builds it.
+        make_gcs: GcsFactory = request.getfixturevalue("make_gcs")
+        return lambda: open_storage("gcs", make_gcs(prefix=f"{GCS_PREFIX}/{secrets.token_hex(4)}").config)
     return lambda: MemoryStorage("memory")
 
 
