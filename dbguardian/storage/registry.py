@@ -15,6 +15,7 @@ from typing import Any
 
 from dbguardian.allocator import tune_allocator
 from dbguardian.policy.storage import StorageConfigBase
+from dbguardian.storage.azure.config import AZURE_CAPABILITIES, AzureStorageConfig
 from dbguardian.storage.base import Capabilities, Storage
 from dbguardian.storage.gcs.config import GCS_CAPABILITIES, GcsStorageConfig
 from dbguardian.storage.local import LocalStorage, LocalStorageConfig
@@ -47,9 +48,17 @@ def _gcs(name: str, config: GcsStorageConfig) -> Storage:
     return GcsStorage(name, config)
 
 
+def _azure(name: str, config: AzureStorageConfig) -> Storage:
+    from dbguardian.storage.azure.storage import AzureStorage  # imports azure-storage-blob: only when a policy uses it
+
+    tune_allocator()  # multi-MiB blocks, as for S3 parts
+    return AzureStorage(name, config)
+
+
 BACKENDS: Mapping[str, Backend] = {
     "local": Backend(LocalStorageConfig, _local, LocalStorage.capabilities),
     "s3": Backend(S3StorageConfig, _s3, S3_CAPABILITIES),
+    "azure": Backend(AzureStorageConfig, _azure, AZURE_CAPABILITIES),
     "gcs": Backend(GcsStorageConfig, _gcs, GCS_CAPABILITIES),
 }
 

@@ -26,11 +26,12 @@ from dbguardian.storage.conformance import (
 from dbguardian.storage.local import LocalStorage
 from dbguardian.storage.memory import MemoryStorage
 from dbguardian.storage.s3.config import S3StorageConfig
+from tests.storage.azure_fixtures import AZURE_PREFIX, AzureFactory
 from tests.storage.conftest import PREFIX, MotoServer, S3Factory
 from tests.storage.gcs_fixtures import GCS_PREFIX, GcsFactory
 
 
-@pytest.fixture(params=["local", "memory", "s3", "seaweedfs", "gcs"])
+@pytest.fixture(params=["local", "memory", "s3", "seaweedfs", "gcs", "azure"])
 def factory(request: pytest.FixtureRequest, tmp_path: Path) -> StorageFactory:
     """Fresh, empty storages of one backend (each call: its own directory or bucket prefix)."""
     if request.param == "local":
@@ -57,6 +58,13 @@ def factory(request: pytest.FixtureRequest, tmp_path: Path) -> StorageFactory:
         # fake-gcs-server over real HTTP, a fresh bucket per test (see gcs_fixtures.py); built the way the policy builds it.
         make_gcs: GcsFactory = request.getfixturevalue("make_gcs")
         return lambda: open_storage("gcs", make_gcs(prefix=f"{GCS_PREFIX}/{secrets.token_hex(4)}").config)
+    if request.param == "azure":
+        # Azurite over real HTTP, a fresh container per test (see azure_fixtures.py); built the way the policy
+        # builds it, with the default block size.
+        make_azure: AzureFactory = request.getfixturevalue("make_azure")
+        return lambda: open_storage(
+            "azure", make_azure(prefix=f"{AZURE_PREFIX}/{secrets.token_hex(4)}", block_size="4MiB").config
+        )
     return lambda: MemoryStorage("memory")
 
 
