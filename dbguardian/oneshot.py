@@ -17,20 +17,19 @@ that lock; run the one-shot alerting or the daemon on a ``state_dir``, not both.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import fcntl
+import functools
 import os
 import tempfile
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 from dbguardian.alerts.dispatch import Alerter
 from dbguardian.alerts.model import Notification
 from dbguardian.backup.logical import PartialBackup
 from dbguardian.catalog.manifest import AnyManifest
-from dbguardian.files import fsync_dir, open_private, private_dirs
+from dbguardian.files import fsync_dir
 from dbguardian.health import Verdict
 from dbguardian.jobs import backup as backup_kind
 from dbguardian.jobs import health as health_kind
@@ -39,8 +38,8 @@ from dbguardian.jobs.prune import PruneResult, prune_target
 from dbguardian.jobs.registry import job_specs
 from dbguardian.logs import get_logger
 from dbguardian.metrics import Metrics
-from dbguardian.policy import HEALTH_DEFAULTS, Policy
-from dbguardian.runner import apply_observation
+from dbguardian.policy import Policy
+from dbguardian.runner import apply_observation, renotify_for
 from dbguardian.schedule import JobSpec
 
 log = get_logger("dbguardian.oneshot")
@@ -88,11 +87,6 @@ def _health_spec(policy: Policy, target: str) -> JobSpec:
     return JobSpec("health", target, "-", None, None, policy.timezone)
 
 
-def _renotify(policy: Policy) -> Callable[[str], timedelta]:
-    """As the runner's: the target's ``health.renotify``."""
-    return lambda target: policy.health_rules(target).renotify if target in policy.targets else HEALTH_DEFAULTS.renotify
-
-
 # ------------------------------------------------------------------------------------------------- backup
 async def scheduled_backup(
     policy: Policy, target: str, tier: str, *, prune: bool = True, clock: Clock = utcnow
@@ -107,14 +101,14 @@ async def scheduled_backup(
     observations: list[Observation] = []
     ctx = _context(policy, clock, observations)
     pings = policy.targets[target].pings
-    await backup_kind._ping(ctx, pings, "start", target)
+    await backup_kind.send_ping(ctx, pings, "start", target)
     try:
         run.manifest = await backup_kind.take_backup(policy, target, tier, clock)
     except PartialBackup as partial:  # either kind
         run.manifest, run.error = partial.manifest, partial
     except Exception as error:  # a failure (a crash too) still pings, alerts and is then reported
         run.error = error
-    await backup_kind._ping(ctx, pings, "fail" if run.error else "success", target)
+    await backup_kind.send_ping(ctx, pings, "fail" if run.error else "success", target)
     run.problems += [
         f"the {o.labels[1]} ping failed (see the log)"
         for o in observations
@@ -144,26 +138,16 @@ async def _prune(policy: Policy, target: str, clock: Clock, problems: list[str])
 
 
 # ------------------------------------------------------------------------------------------------- alerts
-@contextlib.asynccontextmanager
-async def _alert_lock(policy: Policy) -> AsyncIterator[None]:
-    """Exclusive use of the alert state among one-shot processes (an flock, released when the process dies)."""
-    private_dirs(policy.state_dir)
-    with open_private(policy.state_dir / "alerts.lock", "a") as handle:
-        await asyncio.to_thread(fcntl.flock, handle.fileno(), fcntl.LOCK_EX)
-        yield
-
-
 async def _alert(
     policy: Policy, verdicts: Iterable[Verdict], now: datetime, problems: list[str]
 ) -> tuple[list[Notification], int | None]:
     """The daemon's alerting step: state machines advanced, messages queued and sent, the outbox retried.
     Returns what was produced and how many alerts fire now (None when alerting failed)."""
     try:
-        alerter = Alerter(policy)
-        async with _alert_lock(policy):
-            produced = await alerter.process(verdicts, now, _renotify(policy))
-            waiting = await alerter.flush(now)  # nothing due is left: this only counts what waits
-            firing = len(alerter.firing())
+        alerter = Alerter(policy)  # exclusive with the daemon and other one-shots on this host (its flock)
+        produced = await alerter.process(verdicts, now, functools.partial(renotify_for, policy))
+        waiting = await alerter.flush(now)  # nothing due is left: this only counts what waits
+        firing = len(alerter.firing())
     except Exception as error:  # reported; the run's own result stands
         log.exception("alerting failed", error=repr(error))
         problems.append(f"alerting failed: {error}")

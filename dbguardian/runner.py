@@ -229,9 +229,7 @@ class Runner:
             log.error("job reported an unknown metric", job=job, metric=observation.metric, error=str(error))
 
     def renotify(self, target: str) -> timedelta:
-        if target in self.policy.targets:
-            return self.policy.health_rules(target).renotify
-        return HEALTH_DEFAULTS.renotify
+        return renotify_for(self.policy, target)
 
     async def catch_up(self, *, enabled: bool, targets: set[str] | None = None, cron_only: bool = False) -> None:
         """At start (or on taking over ``targets``), each kind that keeps a catalog says what it missed."""
@@ -397,6 +395,11 @@ class Runner:
 
     def _continuous_tasks(self) -> list[asyncio.Task[None]]:
         return [job.task for job in self.continuous.values()]
+
+
+def renotify_for(policy: Policy, target: str) -> timedelta:
+    """How often a firing alert of ``target`` is sent again (``(daemon)`` alerts use the defaults)."""
+    return policy.health_rules(target).renotify if target in policy.targets else HEALTH_DEFAULTS.renotify
 
 
 def _follow_spec(kind: str, parent: JobSpec) -> JobSpec:

@@ -9,9 +9,11 @@ in the outbox until it takes them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import secrets
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,6 +23,7 @@ from dbguardian.alerts.slack import SlackChannel
 from dbguardian.alerts.state import AlertState, step
 from dbguardian.alerts.webhook import WebhookChannel
 from dbguardian.errors import DbguardianError
+from dbguardian.files import open_private, private_dirs
 from dbguardian.health import Verdict
 from dbguardian.logs import get_logger, register_secret
 from dbguardian.policy import Policy
@@ -74,6 +77,19 @@ class Alerter:
         self.channels = {channel.name: channel for channel in channels}
 
     # ------------------------------------------------------------------ persistence
+    @contextlib.asynccontextmanager
+    async def _exclusive(self) -> AsyncIterator[None]:
+        """The alert state and outbox, for this task alone: an asyncio lock within the process, and an
+        flock on ``state_dir/alerts.lock`` across processes (the daemon, and cron's one-shot
+        ``backup``/``check --notify`` on the same host), taken off the event loop, released by the
+        kernel if the holder dies. Held while messages are sent too, so two processes never send one
+        message twice."""
+        async with self._lock:
+            private_dirs(self.path.parent)
+            with open_private(self.path.parent / "alerts.lock", "a") as handle:
+                await asyncio.to_thread(fcntl.flock, handle.fileno(), fcntl.LOCK_EX)
+                yield  # closing the file releases the flock
+
     def _load(self) -> tuple[dict[str, AlertState], list[dict[str, Any]]]:
         data = read_json(self.path) or {}
         states = {
@@ -112,7 +128,7 @@ class Alerter:
         stay firing here (no second "firing" message; "resolved" is sent when they clear), and alerts
         this process had for the target but the other one resolved are dropped silently."""
         prefix = f"{target}/"
-        async with self._lock:
+        async with self._exclusive():
             current, outbox = self._load()
             kept = {key: state for key, state in current.items() if not key.startswith(prefix)}
             for check, value in states.items():
@@ -142,7 +158,7 @@ class Alerter:
         self, verdicts: Iterable[Verdict], now: datetime, renotify: Callable[[str], timedelta]
     ) -> list[Notification]:
         """Advance every (target, check) state machine; queue and send what the transitions call for."""
-        async with self._lock:
+        async with self._exclusive():
             states, outbox = self._load()
             produced = []
             for verdict in verdicts:
@@ -168,7 +184,7 @@ class Alerter:
                                "notification": notification.to_json()})  # fmt: skip
 
     async def send_now(self, notifications: list[Notification], now: datetime) -> None:
-        async with self._lock:
+        async with self._exclusive():
             states, outbox = self._load()
             self._enqueue(outbox, notifications, now)
             self._save(states, outbox)
@@ -178,7 +194,7 @@ class Alerter:
     async def flush(self, now: datetime | None = None) -> int:
         """Try every due message in the outbox; returns how many are still waiting."""
         moment = now or datetime.now(UTC)
-        async with self._lock:
+        async with self._exclusive():
             states, outbox = self._load()
             due = [item for item in outbox if datetime.fromisoformat(item["next_attempt"]) <= moment]
             if not due:

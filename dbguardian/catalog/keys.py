@@ -5,8 +5,8 @@
     <target>/<backup id>/manifest.json          the commit record, written last
     <target>/<backup id>/dump.pgc<suffix>       logical: the pg_dump custom-format archive
     <target>/<backup id>/globals.sql<suffix>    logical: pg_dumpall --globals-only (when enabled)
-    <target>/<backup id>/base.tar<suffix>       physical: the base backup (reserved, not written yet)
-    <target>/wal/<timeline>/<segment><suffix>   WAL segments and history files (reserved namespace)
+    <target>/<backup id>/base.tar<suffix>       physical: the base backup (pg_basebackup's tar)
+    <target>/wal/<timeline>/<segment><suffix>   WAL segments, .backup labels and history files
     _dbguardian/probe/<host>-<token>            the health check's write/read/delete probe
     _dbguardian/state/<target>.json             the target leader's safety state, for the next leader
 

@@ -48,7 +48,7 @@ def specs(policy: Policy) -> list[JobSpec]:
     ]
 
 
-async def _ping(ctx: JobContext, pings: PingsConfig, event: str, target: str) -> None:
+async def send_ping(ctx: JobContext, pings: PingsConfig, event: str, target: str) -> None:
     if not pings.secret(event).configured:
         return
     ok = await ping(pings, event, target)
@@ -61,7 +61,7 @@ async def run(ctx: JobContext, spec: JobSpec) -> JobOutcome:
     labels = (spec.target, spec.tier)
     ctx.observe_now("last_attempt", *labels, value=ctx.clock().timestamp())  # while it runs, not after
     pings = ctx.policy.targets[spec.target].pings
-    await _ping(ctx, pings, "start", spec.target)
+    await send_ping(ctx, pings, "start", spec.target)
     started = time.monotonic()
     manifest: AnyManifest | None
     try:
@@ -94,7 +94,7 @@ async def run(ctx: JobContext, spec: JobSpec) -> JobOutcome:
         outcome.observe("last_raw_bytes", *labels, value=manifest.raw_size_bytes)
     outcome.observe("duration", *labels, value=time.monotonic() - started, op="observe")
     outcome.observe("runs", *labels, outcome.result, op="inc")
-    await _ping(ctx, pings, "success" if outcome.result == "success" else "fail", spec.target)
+    await send_ping(ctx, pings, "success" if outcome.result == "success" else "fail", spec.target)
     return outcome
 
 

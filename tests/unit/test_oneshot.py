@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -11,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from dbguardian.jobs.outcome import Observation
-from dbguardian.oneshot import _renotify, render_metrics, write_textfile
+from dbguardian.oneshot import render_metrics, write_textfile
 from dbguardian.policy import HEALTH_DEFAULTS, Policy
+from dbguardian.runner import renotify_for
 
 OBSERVATIONS = [
     Observation("health_ok", ("app", "stale"), 1),
@@ -72,7 +74,50 @@ def test_renotify_is_the_targets_health_renotify(tmp_path: Path) -> None:
         "targets": {"app": {"dsn": "postgresql://u@h/app", "storage": ["local"], "health": {"renotify": "30m"}},
                     "other": {"dsn": "postgresql://u@h/other", "storage": ["local"]}},
     })  # fmt: skip
-    renotify = _renotify(policy)
+    renotify = functools.partial(renotify_for, policy)
     assert renotify("app") == timedelta(minutes=30)
     assert renotify("other") == timedelta(hours=2)
     assert renotify("gone") == HEALTH_DEFAULTS.renotify
+
+
+def test_alerting_waits_for_another_process_holding_the_alert_state(tmp_path: Path) -> None:
+    """The daemon and cron's one-shot commands on one state_dir take turns on the alert state (an flock
+    on alerts.lock): while another process holds it, process() waits; then it sees that process's state."""
+    import asyncio
+    import fcntl
+    import json
+    import threading
+    from datetime import UTC, datetime, timedelta
+
+    from dbguardian.alerts.dispatch import Alerter
+    from dbguardian.health import Verdict
+    from dbguardian.policy import parse_policy
+
+    policy = parse_policy({
+        "version": 1, "state_dir": str(tmp_path / "state"),
+        "storage": {"local": {"type": "local", "path": str(tmp_path / "b")}},
+        "targets": {"app": {"dsn": "postgresql://backup@127.0.0.1:1/app", "storage": ["local"]}},
+    })  # fmt: skip
+    now = datetime(2026, 12, 4, tzinfo=UTC)
+    policy.state_dir.mkdir(parents=True)
+    produced: list[str] = []
+
+    def other_process_alerting() -> None:
+        produced.extend(n.kind for n in asyncio.run(
+            Alerter(policy).process([Verdict("app", "stale", False, "old", "young")], now, lambda t: timedelta(hours=1))
+        ))  # fmt: skip
+
+    with open(policy.state_dir / "alerts.lock", "a") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        worker = threading.Thread(target=other_process_alerting)
+        worker.start()
+        worker.join(timeout=1.0)
+        assert worker.is_alive() and produced == []  # waiting for the lock
+        # Meanwhile "this process" announces the incident and records it, as the holder would.
+        since = now.isoformat()
+        (policy.state_dir / "alerts.json").write_text(json.dumps(
+            {"alerts": {"app/stale": {"firing": True, "since": since, "last_sent": since}}, "outbox": []}
+        ))  # fmt: skip
+    worker.join(timeout=10)
+    assert not worker.is_alive()
+    assert produced == []  # it saw the incident already announced: no second "firing"
