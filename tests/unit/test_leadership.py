@@ -129,3 +129,36 @@ def test_taking_over_catches_up_missed_cron_runs_only(tmp_path: Path) -> None:
 
     asyncio.run(scenario())
     assert ran == [cron.id]  # the interval job is left to its next fire, at most one period away
+
+
+def test_a_continuous_job_runs_only_while_leading(tmp_path: Path) -> None:
+    """The WAL shipper's mode: a follower waits; a leader runs it; losing the lead asks it to stop."""
+    runs: list[str] = []
+
+    async def shipper(ctx: JobContext, job_spec: JobSpec) -> JobOutcome:
+        runs.append("started")
+        await ctx.stopping.wait()
+        runs.append("stopped")
+        return JobOutcome()
+
+    runner, metrics = build(tmp_path, {"ship": kind("ship", shipper, mode="continuous")},
+                            make_policy(tmp_path, coordination={"check_every": "1s"}))  # fmt: skip
+    leadership = Scripted(leads=False)
+    runner.leadership = leadership
+
+    async def scenario() -> None:
+        runner.configure(runner.policy, {"ship:app": spec("ship")})
+        await asyncio.sleep(0.3)
+        assert runs == []  # a follower waits
+        leadership.leads = True
+        await asyncio.sleep(1.3)  # the next check finds it leading
+        assert runs == ["started"]
+        assert sample(metrics, "dbguardian_job_leader", job_id="ship:app") == 1
+        leadership.leads = False  # another daemon took the lock (ours broke)
+        await asyncio.sleep(1.3)
+        assert runs == ["started", "stopped"]
+        assert sample(metrics, "dbguardian_job_leader", job_id="ship:app") == 0
+        await runner.shutdown(grace=5)
+
+    asyncio.run(scenario())
+    assert runs == ["started", "stopped"]  # not restarted while following
