@@ -162,7 +162,5 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
         log.close()
 
 
-from tests.storage.gcs_fixtures import fake_gcs, gcs_bucket, make_gcs  # noqa: E402,F401
-
-
 from tests.storage.azure_fixtures import azure_container, azurite, make_azure  # noqa: E402,F401
+from tests.storage.gcs_fixtures import fake_gcs, gcs_bucket, make_gcs  # noqa: E402,F401
