@@ -51,6 +51,7 @@ from azure.core.credentials import AccessToken, AzureSasCredential
 from azure.core.exceptions import (
     AzureError,
     ClientAuthenticationError,
+    DecodeError,
     HttpResponseError,
     ResourceExistsError,
     ResourceModifiedError,
@@ -105,8 +106,8 @@ def is_transient(error: BaseException) -> bool:
         return False
     if isinstance(error, HttpResponseError) and error.status_code is not None:
         return error_code(error) in TRANSIENT_CODES or error.status_code in TRANSIENT_STATUS
-    # An HttpResponseError without a status is a broken body (IncompleteReadError, DecodeError).
-    return isinstance(error, (HttpResponseError, *TRANSIENT_EXCEPTIONS))
+    # A body cut short or garbled on the way (IncompleteReadError is a DecodeError).
+    return isinstance(error, (DecodeError, *TRANSIENT_EXCEPTIONS))
 
 
 def _utc(moment: datetime) -> datetime:
