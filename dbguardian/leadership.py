@@ -65,8 +65,6 @@ class Leadership(Protocol):
         """:meth:`claim` for many targets, in two queries per session (the periodic check)."""
         ...
 
-    def role(self, target: str) -> Role | None: ...
-
     def configure(self, policy: Policy) -> None: ...
 
     async def release(self, target: str) -> None: ...
@@ -84,9 +82,6 @@ class AlwaysLeader:
 
     async def claim_many(self, targets: list[str]) -> dict[str, bool]:
         return dict.fromkeys(targets, True)
-
-    def role(self, target: str) -> Role | None:
-        return "leader"
 
     def configure(self, policy: Policy) -> None:
         return None
@@ -131,10 +126,6 @@ class AdvisoryLeadership:
     def configure(self, policy: Policy) -> None:
         """A reload: targets that are gone (or moved) are released by the next :meth:`prune`."""
         self.policy = policy
-
-    def role(self, target: str) -> Role | None:
-        seat = self._seats.get(target)
-        return seat.role if seat is not None else None
 
     def _seat(self, target: str) -> _Seat | None:
         config = self.policy.targets.get(target)

@@ -286,17 +286,17 @@ class Runner:
         while not self.stopping.is_set():
             try:
                 await self.leadership.prune()  # targets a reload removed: their locks are given back
-                for target, leads in (await self.leadership.claim_many(list(self.policy.targets))).items():
-                    await self._claimed(target, leads)
+                await self.claim_all()
             except Exception as error:  # never let a bug stop the watch
                 log.exception("leadership check failed", error=repr(error))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), self.policy.coordination.check_every.total_seconds())
 
     async def claim_all(self) -> None:
-        """The first leadership pass at start (state adopted; the daemon's own catch-up follows)."""
-        for target in list(self.policy.targets):
-            await self.claim(target)
+        """Every target's lead in one pass (two queries per session): at start, before the daemon's own
+        catch-up, and then every ``check_every`` from :meth:`watch_leadership`."""
+        for target, leads in (await self.leadership.claim_many(list(self.policy.targets))).items():
+            await self._claimed(target, leads)
 
     async def _publish_state(self, target: str) -> None:
         if self.handover is None or target not in self._leading:

@@ -54,9 +54,6 @@ class Scripted:
     async def claim_many(self, targets: list[str]) -> dict[str, bool]:
         return dict.fromkeys(targets, self.leads)
 
-    def role(self, target: str) -> Role | None:
-        return "leader" if self.leads else "follower"
-
     def configure(self, policy: Policy) -> None:
         return None
 
