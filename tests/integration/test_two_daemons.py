@@ -64,7 +64,11 @@ def test_each_scheduled_run_happens_once_and_the_survivor_takes_over(
     daemons.append(second)
     second.wait_ready()
     pair = [first, second]
-    first.wait_for("one leader for the backup job", lambda: sorted(leader_of(pair, JOB)) == [0.0, 1.0])  # type: ignore[type-var]
+    # Until both daemons have set the gauge, one of them reads None: not yet.
+    first.wait_for(
+        "one leader for the backup job",
+        lambda: sorted(v if v is not None else -1 for v in leader_of(pair, JOB)) == [0.0, 1.0],
+    )
 
     time.sleep(32)  # three or four fire times of each daemon's own 10 s schedule
     runs = starts(policy_a, "fast")
