@@ -45,6 +45,7 @@ def _s3(name: str, config: S3StorageConfig) -> Storage:
 def _gcs(name: str, config: GcsStorageConfig) -> Storage:
     from dbguardian.storage.gcs.storage import GcsStorage  # imports gcloud-aio-storage: only when a policy uses GCS
 
+    tune_allocator()  # multi-MiB resumable chunks (8 MiB by default), as for S3 parts
     return GcsStorage(name, config)
 
 
