@@ -15,6 +15,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,11 +56,10 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
-    if not AZURITE.is_file():
-        pytest.fail(f"Azurite is not installed ({AZURITE} missing): run scripts/bootstrap (needs node and npm)")
-    base = tmp_path_factory.mktemp("azurite")
+@contextmanager
+def run_azurite(base: Path) -> Iterator[Azurite]:
+    """Azurite's blob service on a free loopback port, its data and log under ``base``, stopped on exit
+    (also used by bench/storage_bench.py)."""
     port = _free_port()
     log = (base / "azurite.log").open("wb")
     argv = [str(AZURITE), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location", str(base / "data"),
@@ -88,6 +88,14 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
         log.close()
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
+    if not AZURITE.is_file():
+        pytest.fail(f"Azurite is not installed ({AZURITE} missing): run scripts/bootstrap (needs node and npm)")
+    with run_azurite(tmp_path_factory.mktemp("azurite")) as server:
+        yield server
 
 
 @pytest.fixture

