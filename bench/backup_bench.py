@@ -206,7 +206,8 @@ def check_disk(workdir: Path, scale: int, random_mb: int, reuse: bool) -> None:
         raise SystemExit(f"not enough disk space: {free_mb} MB free, need about {need_mb} MB")
 
 
-def setup_cluster(cluster: Cluster, scale: int, random_mb: int) -> None:
+def setup_cluster(cluster: Cluster, scale: int, random_mb: int, load: Callable[[Cluster], None] | None = None) -> None:
+    """A fresh cluster with db ``bench``: pgbench data (none with scale 0), random text, then ``load(cluster)``."""
     if cluster.workdir.exists():
         cluster.remove()
     (cluster.workdir / "pg").mkdir(parents=True)
@@ -251,8 +252,9 @@ def setup_cluster(cluster: Cluster, scale: int, random_mb: int) -> None:
     cluster.pg_ctl("start")
     env = cluster.env()
     run([cluster.tool("createdb"), DB], env=env)
-    log(f"pgbench -i -s {scale}")
-    run([cluster.tool("pgbench"), "-i", "-q", "-s", str(scale), DB], env=env, capture=True)
+    if scale > 0:
+        log(f"pgbench -i -s {scale}")
+        run([cluster.tool("pgbench"), "-i", "-q", "-s", str(scale), DB], env=env, capture=True)
     if random_mb > 0:
         log(f"adding {random_mb} MB of random hex text (table random_blob)")
         # Same statement as anchors.sh: 8 x md5 = 256 random hex chars per row; "g % 1" correlates the
@@ -264,6 +266,8 @@ def setup_cluster(cluster: Cluster, scale: int, random_mb: int) -> None:
             " FROM generate_series(1, :random_mb * 1024 * 1024 / 256) g;\n",
             random_mb=random_mb,
         )
+    if load is not None:  # still with wal_level = minimal (storage_bench.py's incompressible rows)
+        load(cluster)
     cluster.psql("VACUUM ANALYZE")
     cluster.psql("CHECKPOINT")
     conf_path = cluster.data / "postgresql.conf"
