@@ -1,10 +1,12 @@
+"""``dbguardian backup``: each branch imports the routine it runs, as its start-up is part of the backup's time
+(issue 14). A logical backup does not load the base backup's driver and the WAL shipper pass it needs
+(:mod:`dbguardian.backup.physical`, :mod:`dbguardian.archiving.ship`), nor the daemon's pieces a schedule
+tier runs (:mod:`dbguardian.oneshot`); tests/unit/test_startup_imports.py checks it."""
+
 from __future__ import annotations
 
 import click
 
-from dbguardian.archiving.ship import ship_spool
-from dbguardian.backup.logical import run_backup
-from dbguardian.backup.physical import run_physical_backup
 from dbguardian.catalog.manifest import AnyManifest, PhysicalManifest
 from dbguardian.cli.common import policy_from, run_async
 from dbguardian.errors import UsageError
@@ -55,8 +57,13 @@ def command(ctx: click.Context, target: str, tier: str, physical: bool, no_prune
         return
     manifest: AnyManifest
     if kind == "physical":
+        from dbguardian.archiving.ship import ship_spool
+        from dbguardian.backup.physical import run_physical_backup
+
         manifest = run_async(lambda: run_physical_backup(policy, target, tier, ship=ship_spool))
     else:
+        from dbguardian.backup.logical import run_backup
+
         manifest = run_async(lambda: run_backup(policy, target, tier))
     _report(manifest, target, tier)
     click.echo(manifest.id)

@@ -1,0 +1,82 @@
+"""What `dbguardian backup` imports before pg_dump starts (issue 14): only the routine of the kind it runs.
+
+The command runs for real in a subprocess against a port nobody listens on, so it gets as far as
+connecting (every import of its branch done) and fails at once; the probe then lists ``sys.modules``.
+Module presence, not timing.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+PHYSICAL_ONLY = {"dbguardian.backup.physical", "dbguardian.archiving.ship", "dbguardian.catalog.archive"}
+"""The base backup's driver and the WAL shipper pass it gives its WAL."""
+
+NEVER_FOR_A_MANUAL_BACKUP = {
+    "dbguardian.oneshot",  # a schedule tier's pings, prune, health checks and alerts
+    "dbguardian.jobs",
+    "dbguardian.runner",
+    "dbguardian.daemon",
+    "dbguardian.alerts",
+    "dbguardian.restore",
+    "apscheduler",
+    "httpx",
+    "prometheus_client",
+    "aioboto3",
+}
+
+PROBE = (
+    "import sys\n"
+    "sys.argv = ['dbguardian', *sys.argv[1:]]\n"
+    "try:\n"
+    "    import dbguardian.__main__\n"
+    "except SystemExit as exit:\n"
+    "    print('exit', exit.code, file=sys.stderr)\n"
+    "print(' '.join(sorted(sys.modules)))\n"
+)
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port  # closed again: connecting is refused at once
+
+
+def loaded_by_backup(tmp_path: Path, *args: str) -> set[str]:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "version: 1\n"
+        f"state_dir: {tmp_path / 'state'}\n"
+        f"storage: {{local: {{type: local, path: {tmp_path / 'backups'}}}}}\n"
+        "targets:\n"
+        "  app:\n"
+        f"    dsn: postgresql://postgres@127.0.0.1:{closed_port()}/app\n"
+        "    storage: [local]\n"
+        f"    wal: {{spool: {tmp_path / 'spool'}}}\n"
+    )
+    argv = ["--policy", str(policy), "--log-level", "error", "backup", "app", *args]
+    result = subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True, timeout=60, check=False)
+    assert "cannot connect" in result.stderr and "exit 1" in result.stderr, result.stderr
+    return set(result.stdout.split())
+
+
+def packages(modules: set[str], names: set[str]) -> set[str]:
+    """``names`` (packages or modules) of which something is loaded."""
+    return {name for name in names if any(module == name or module.startswith(f"{name}.") for module in modules)}
+
+
+def test_a_logical_backup_imports_neither_the_physical_kind_nor_the_daemons_pieces(tmp_path: Path) -> None:
+    modules = loaded_by_backup(tmp_path)
+    assert "dbguardian.backup.logical" in modules  # the probe got as far as the backup
+    assert packages(modules, PHYSICAL_ONLY | NEVER_FOR_A_MANUAL_BACKUP) == set()
+
+
+def test_a_base_backup_imports_its_kind(tmp_path: Path) -> None:
+    """The probe sees what a branch imports (else the test above would pass for nothing)."""
+    modules = loaded_by_backup(tmp_path, "--physical")
+    assert modules >= PHYSICAL_ONLY
+    assert packages(modules, NEVER_FOR_A_MANUAL_BACKUP) == set()
