@@ -16,9 +16,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from dbguardian.alerts.pings import ping
-from dbguardian.archiving.ship import ship_spool
 from dbguardian.backup.logical import PartialBackup, run_backup
-from dbguardian.backup.physical import run_physical_backup
 from dbguardian.catalog import SAFETY_TIER, Catalog
 from dbguardian.catalog.manifest import AnyManifest
 from dbguardian.errors import DbguardianError
@@ -36,6 +34,10 @@ Clock = Callable[[], datetime]
 async def take_backup(policy: Policy, target: str, tier: str, clock: Clock) -> AnyManifest:
     """The backup routine of the tier's kind."""
     if policy.target(target).tier_kind(tier) == "physical":
+        # Imported by the kind that uses them: cron's one-shot logical backup pays no start-up for them.
+        from dbguardian.archiving.ship import ship_spool
+        from dbguardian.backup.physical import run_physical_backup
+
         return await run_physical_backup(policy, target, tier, clock=clock, ship=ship_spool)
     return await run_backup(policy, target, tier, clock=clock)
 
