@@ -28,9 +28,14 @@ WORKDIR /src
 # checked against the hashes in requirements-runtime.lock.
 COPY requirements-runtime.lock ./
 RUN /opt/dbguardian/bin/pip install --require-hashes -r requirements-runtime.lock
-COPY pyproject.toml README.md ./
+# A C compiler for the one compiled module (dbguardian/pipeline/_dumpscan.c: row counts read off
+# pg_dump's stream); the runtime stage gets only the built virtualenv.
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
+COPY pyproject.toml setup.py README.md ./
 COPY dbguardian ./dbguardian
 RUN /opt/dbguardian/bin/pip install --no-deps . \
+    && /opt/dbguardian/bin/python -c "from dbguardian.pipeline import dumpcount; assert dumpcount.FAST" \
     && /opt/dbguardian/bin/dbguardian --version
 
 # ---------------------------------------------------------------------------------------------

@@ -79,10 +79,15 @@ async def server_facts(connection: asyncpg.Connection) -> ServerFacts:
     )
 
 
-async def count_rows(connection: asyncpg.Connection) -> list[TableCount]:
-    """Exact row counts of every table whose data pg_dump dumps, in the connection's snapshot."""
+async def dumped_tables(connection: asyncpg.Connection) -> list[tuple[str, str]]:
+    """(schema, table) of every table whose data pg_dump dumps, in the connection's snapshot, sorted."""
+    return [(schema, table) for schema, table in await connection.fetch(_TABLES)]
+
+
+async def count_rows(connection: asyncpg.Connection, tables: list[tuple[str, str]] | None = None) -> list[TableCount]:
+    """Exact row counts (a scan each) of ``tables``, by default every table pg_dump dumps, in the connection's snapshot."""
     counts = []
-    for schema, table in await connection.fetch(_TABLES):
+    for schema, table in await dumped_tables(connection) if tables is None else tables:
         rows = await connection.fetchval(f"SELECT count(*) FROM ONLY {quote_ident(schema)}.{quote_ident(table)}")
         counts.append(TableCount(schema_name=schema, table=table, rows=rows))
     return counts

@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import asyncpg
 
@@ -28,9 +28,11 @@ from dbguardian.catalog.manifest import (
 )
 from dbguardian.catalog.service import commit_manifest
 from dbguardian.cleanup import cleanup_failed
-from dbguardian.dbfacts import count_rows, object_counts, server_facts
+from dbguardian.dbfacts import count_rows, dumped_tables, object_counts, server_facts
 from dbguardian.errors import DatabaseError, OperationError
 from dbguardian.logs import get_logger, redact_text
+from dbguardian.pipeline import dumpcount
+from dbguardian.pipeline.dumpcount import DumpRowCounter, TableData
 from dbguardian.pipeline.process import Child
 from dbguardian.pipeline.sink import StreamResult, stream_to_storages
 from dbguardian.pipeline.stages import file_suffix
@@ -62,6 +64,32 @@ class PartialBackup(OperationError):
             f"{self.what} {manifest.id} is valid on {', '.join(manifest.storage)} but failed on {detail}; "
             "the next run writes a new backup to every storage"
         )
+
+
+RowCountSource = Literal["dump", "snapshot", "dump+snapshot"]
+
+
+async def counting_rows(chunks: AsyncIterator[bytes], counter: DumpRowCounter) -> AsyncIterator[bytes]:
+    """Pass pg_dump's output through unchanged, counting the rows of every table in it on the way."""
+    async for chunk in chunks:
+        counter.feed(chunk)
+        yield chunk
+
+
+def streamed_counts(
+    tables: list[tuple[str, str]], counter: DumpRowCounter
+) -> tuple[list[TableCount], list[tuple[str, str]]]:
+    """Counts of ``tables`` (schema, name) read off the dump, and the tables it has no count for."""
+    found = counter.counts()
+    counts = []
+    unaccounted = []
+    for schema, table in tables:
+        rows = found.get(TableData(schema, table))
+        if rows is None:
+            unaccounted.append((schema, table))
+        else:
+            counts.append(TableCount(schema_name=schema, table=table, rows=rows))
+    return counts, unaccounted
 
 
 def object_suffix(target: TargetConfig) -> str:
@@ -131,21 +159,28 @@ async def backup_database(
             pg_dump = await find_tool("pg_dump", major, policy.pg_bin_dirs)
             counts: list[TableCount] = []
             kinds: dict[str, int] = {}
+            tables: list[tuple[str, str]] = []
             dump_key = keys.dump_key(target_name, backup_id, suffix)
+            # Rows are counted in pg_dump's output as it streams by, unless the compiled walker is
+            # missing: then each table is scanned on the server, in the same snapshot.
+            counter = DumpRowCounter() if dumpcount.FAST else None
             async with connection.transaction(isolation="repeatable_read", readonly=True):
                 snapshot = await connection.fetchval("SELECT pg_export_snapshot()")
                 argv = [pg_dump.path, "--format=custom", "--compress=0", f"--snapshot={snapshot}", "--no-password"]
 
-                async def count_in_snapshot() -> None:
-                    nonlocal counts, kinds
-                    counts = await count_rows(connection)
+                async def facts_in_snapshot() -> None:
+                    nonlocal counts, kinds, tables
+                    tables = await dumped_tables(connection)
+                    if counter is None:
+                        counts = await count_rows(connection, tables)
                     kinds = await object_counts(connection)
 
                 async with Child(argv, env=info.libpq_env()) as child:
 
                     async def dump() -> StreamResult:
+                        chunks = child.stdout_chunks()
                         return await stream_to_storages(
-                            child.stdout_chunks(),
+                            chunks if counter is None else counting_rows(chunks, counter),
                             storages,
                             dump_key,
                             progress,
@@ -154,15 +189,28 @@ async def backup_database(
                             source_succeeded=child.wait_checked,
                         )
 
-                    # Counting reads the same snapshot while pg_dump streams; the transaction stays open
-                    # until pg_dump is done, so its snapshot import can never find it gone.
+                    # The catalog queries read the same snapshot while pg_dump streams; the transaction
+                    # stays open until pg_dump is done, so its snapshot import can never find it gone.
                     try:
                         async with asyncio.TaskGroup() as group:
                             dump_task = group.create_task(dump())
-                            group.create_task(count_in_snapshot())
+                            group.create_task(facts_in_snapshot())
                     except BaseExceptionGroup as group_failures:
                         raise _root_cause(group_failures) from None
                 dump_result = dump_task.result()
+                row_counts_from: RowCountSource = "snapshot"
+                if counter is not None:
+                    counts, unaccounted = streamed_counts(tables, counter)
+                    row_counts_from = "dump"
+                    if unaccounted:
+                        log.warning(
+                            "counting rows on the server for tables the dump's stream did not account for",
+                            tables=len(unaccounted),
+                            reason=counter.failure or "no complete data block in the archive",
+                        )
+                        by_name = {(c.schema_name, c.table): c for c in counts + await count_rows(connection, unaccounted)}
+                        counts = [by_name[name] for name in tables]
+                        row_counts_from = "dump+snapshot"
             failures.update(dump_result.failures)
             storages = [storage for storage in storages if storage.name in dump_result.committed]
             dump_stored = StoredObject(**asdict(dump_result.written))
@@ -196,6 +244,7 @@ async def backup_database(
             storage=[storage.name for storage in storages],
             objects=objects,
             tables=counts,
+            row_counts_from=row_counts_from,
             object_counts=kinds,
             database_size_bytes=facts.database_size,
             encoding=facts.encoding,

@@ -150,6 +150,10 @@ class LogicalManifest(BaseManifest):
     kind: Literal["logical"] = "logical"  # the default makes format 1 (no kind) read as logical
     pg_dump_version: str
     tables: list[TableCount]
+    row_counts_from: Literal["dump", "snapshot", "dump+snapshot"] = "snapshot"
+    """How ``tables`` was counted: from the rows in pg_dump's own output (dbguardian/pipeline/dumpcount.py),
+    by ``count(*)`` in the snapshot pg_dump read (manifests before this field), or both (tables the
+    dump's stream could not account for were counted on the server)."""
     object_counts: dict[str, int]
     database_size_bytes: int
     encoding: str

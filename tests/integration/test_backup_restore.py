@@ -40,6 +40,7 @@ def test_round_trip_identical_data(
     assert counts == {
         "audit.blobs": 2, "audit.events": 3000, "public.settings": 3, "shop.customers": 2000, "shop.orders": 10000,
     }  # fmt: skip
+    assert manifest.row_counts_from == "dump"  # read off pg_dump's stream, no second scan on the server
     assert manifest.object_counts["views"] == 1 and manifest.object_counts["materialized_views"] == 1
     assert manifest.object_counts["sequences"] == 4 and manifest.object_counts["functions"] == 2
     assert manifest.raw_size_bytes > manifest.size_bytes > 0

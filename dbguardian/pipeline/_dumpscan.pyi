@@ -1,0 +1,3 @@
+def scan(
+    data: bytes | bytearray | memoryview, pos: int, remaining: int, tail: int, int_size: int, /
+) -> tuple[int, int, int, int, int]: ...
