@@ -9,6 +9,7 @@ from __future__ import annotations
 import platform
 from collections.abc import Iterable
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily
@@ -16,6 +17,9 @@ from prometheus_client.registry import Collector
 
 from dbguardian import __version__
 from dbguardian.cleanup import cleanup_failures
+
+if TYPE_CHECKING:
+    from dbguardian.jobs.outcome import Observation
 
 
 class CleanupFailures(Collector):
@@ -221,3 +225,17 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def apply_observation(metrics: Metrics, observation: Observation) -> None:
+    """One job's report applied to the registry (the daemon's runner, and `check --textfile` once)."""
+    metric = getattr(metrics, observation.metric)
+    child = metric.labels(*observation.labels) if observation.labels else metric
+    if observation.op == "set":
+        child.set(observation.value)
+    elif observation.op == "inc":
+        child.inc(observation.value)
+    elif observation.op == "dec":
+        child.dec(observation.value)
+    else:
+        child.observe(observation.value)

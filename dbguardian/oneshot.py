@@ -5,9 +5,10 @@ health checks after it, whose verdicts drive the alert state machine; its schedu
 same and exports gauges. ``dbguardian backup TARGET --tier T`` (a schedule tier) and ``dbguardian check
 --notify/--textfile`` get the same from here, built from the very pieces the daemon uses — the backup
 kind's pings and backup routine, ``prune_target``, the health kind's ``run``, ``Alerter.process`` on the
-same ``state_dir/alerts.json``, ``runner.apply_observation`` into a fresh ``Metrics`` registry — in the
+same ``state_dir/alerts.json``, ``metrics.apply_observation`` into a fresh ``Metrics`` registry — in the
 daemon's order: backup → prune → health → alerts. So a failed cron backup alerts once, a later ``check
---notify`` knows it already did, and a good run sends "resolved".
+--notify`` knows it already did, and a good run sends "resolved". It imports those pieces and no others
+(not the runner, not the job table's other kinds): a cron backup's start-up is part of its time (issue 14).
 
 One-shot processes may overlap (a long backup and a check from cron): they take ``state_dir/alerts.lock``
 around the alert state, so two of them never both send "firing" for one incident. The daemon does not take
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from dbguardian.alerts.dispatch import Alerter
+from dbguardian.alerts.dispatch import Alerter, renotify_for
 from dbguardian.alerts.model import Notification
 from dbguardian.backup.logical import PartialBackup
 from dbguardian.catalog.manifest import AnyManifest
@@ -35,11 +36,9 @@ from dbguardian.jobs import backup as backup_kind
 from dbguardian.jobs import health as health_kind
 from dbguardian.jobs.outcome import JobContext, Observation
 from dbguardian.jobs.prune import PruneResult, prune_target
-from dbguardian.jobs.registry import job_specs
 from dbguardian.logs import get_logger
-from dbguardian.metrics import Metrics
+from dbguardian.metrics import Metrics, apply_observation
 from dbguardian.policy import Policy
-from dbguardian.runner import apply_observation, renotify_for
 from dbguardian.schedule import JobSpec
 
 log = get_logger("dbguardian.oneshot")
@@ -77,9 +76,11 @@ class CheckRun:
 
 def _context(policy: Policy, clock: Clock, observations: list[Observation]) -> JobContext:
     """A job context with no daemon around it: nothing else runs here (``target_busy`` is never true) and
-    observations are collected, not exported."""
-    return JobContext(policy, clock, job_specs(policy), lambda target: False, asyncio.Event(), observations.append,
-                      reason="manual")  # fmt: skip
+    observations are collected, not exported. Its job table is the backup jobs: the health kind judges
+    missed runs by them alone (``schedule.catch_up_plan``), and the whole table (``jobs.registry``) would
+    import every kind's module."""
+    return JobContext(policy, clock, backup_kind.specs(policy), lambda target: False, asyncio.Event(),
+                      observations.append, reason="manual")  # fmt: skip
 
 
 def _health_spec(policy: Policy, target: str) -> JobSpec:

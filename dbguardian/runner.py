@@ -25,15 +25,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from dbguardian.alerts.dispatch import Alerter
+from dbguardian.alerts.dispatch import Alerter, renotify_for
 from dbguardian.handover import Handover
 from dbguardian.health import Verdict
 from dbguardian.jobs.outcome import JobCancelled, JobContext, JobKind, JobOutcome, Observation
 from dbguardian.jobs.registry import KINDS
 from dbguardian.leadership import AlwaysLeader, Leadership
 from dbguardian.logs import get_logger
-from dbguardian.metrics import Metrics
-from dbguardian.policy import HEALTH_DEFAULTS, Policy
+from dbguardian.metrics import Metrics, apply_observation
+from dbguardian.policy import Policy
 from dbguardian.schedule import JobSpec
 
 log = get_logger("dbguardian.runner")
@@ -397,23 +397,5 @@ class Runner:
         return [job.task for job in self.continuous.values()]
 
 
-def renotify_for(policy: Policy, target: str) -> timedelta:
-    """How often a firing alert of ``target`` is sent again (``(daemon)`` alerts use the defaults)."""
-    return policy.health_rules(target).renotify if target in policy.targets else HEALTH_DEFAULTS.renotify
-
-
 def _follow_spec(kind: str, parent: JobSpec) -> JobSpec:
     return JobSpec(kind, parent.target, "-", None, None, parent.timezone)
-
-
-def apply_observation(metrics: Metrics, observation: Observation) -> None:
-    metric = getattr(metrics, observation.metric)
-    child = metric.labels(*observation.labels) if observation.labels else metric
-    if observation.op == "set":
-        child.set(observation.value)
-    elif observation.op == "inc":
-        child.inc(observation.value)
-    elif observation.op == "dec":
-        child.dec(observation.value)
-    else:
-        child.observe(observation.value)

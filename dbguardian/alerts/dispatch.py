@@ -26,7 +26,7 @@ from dbguardian.errors import DbguardianError
 from dbguardian.files import open_private, private_dirs
 from dbguardian.health import Verdict
 from dbguardian.logs import get_logger, register_secret
-from dbguardian.policy import Policy
+from dbguardian.policy import HEALTH_DEFAULTS, Policy
 from dbguardian.state import read_json, write_json
 
 log = get_logger("dbguardian.alerts")
@@ -50,6 +50,11 @@ def build_channels(policy: Policy) -> list[Channel]:
         register_secret(url)
         channels.append(WebhookChannel(url))
     return channels
+
+
+def renotify_for(policy: Policy, target: str) -> timedelta:
+    """How often a firing alert of ``target`` is sent again (``(daemon)`` alerts use the defaults)."""
+    return policy.health_rules(target).renotify if target in policy.targets else HEALTH_DEFAULTS.renotify
 
 
 def _parse(moment: str | None) -> datetime | None:

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from dbguardian.alerts.dispatch import renotify_for
 from dbguardian.jobs.outcome import Observation
 from dbguardian.oneshot import render_metrics, write_textfile
 from dbguardian.policy import HEALTH_DEFAULTS, Policy
-from dbguardian.runner import renotify_for
 
 OBSERVATIONS = [
     Observation("health_ok", ("app", "stale"), 1),

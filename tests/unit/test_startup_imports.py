@@ -1,4 +1,5 @@
-"""What `dbguardian backup` imports before pg_dump starts (issue 14): only the routine of the kind it runs.
+"""What `dbguardian backup` imports before pg_dump starts (issue 14): only the routine of the kind it runs,
+and for a schedule tier (cron) the daemon's pieces around it, not the job table's other kinds.
 
 The command runs for real in a subprocess against a port nobody listens on, so it gets as far as
 connecting (every import of its branch done) and fails at once; the probe then lists ``sys.modules``.
@@ -26,6 +27,23 @@ NEVER_FOR_A_MANUAL_BACKUP = {
     "httpx",
     "prometheus_client",
     "aioboto3",
+}
+
+OTHER_JOB_KINDS = {
+    "dbguardian.jobs.registry",
+    "dbguardian.jobs.drill",
+    "dbguardian.jobs.pitr_drill",
+    "dbguardian.jobs.verify",
+    "dbguardian.jobs.wal_ship",
+    "dbguardian.jobs.wal_check",
+    "dbguardian.jobs.schema_drift",
+    "dbguardian.restore",
+    "dbguardian.scratch",
+    "dbguardian.schemadump",
+    "dbguardian.runner",
+    "dbguardian.daemon",
+    "dbguardian.handover",
+    "dbguardian.leadership",
 }
 
 PROBE = (
@@ -56,6 +74,7 @@ def loaded_by_backup(tmp_path: Path, *args: str) -> set[str]:
         "  app:\n"
         f"    dsn: postgresql://postgres@127.0.0.1:{closed_port()}/app\n"
         "    storage: [local]\n"
+        "    schedules: {daily: {cron: '0 2 * * *', keep: 3}}\n"
         f"    wal: {{spool: {tmp_path / 'spool'}}}\n"
     )
     argv = ["--policy", str(policy), "--log-level", "error", "backup", "app", *args]
@@ -80,3 +99,9 @@ def test_a_base_backup_imports_its_kind(tmp_path: Path) -> None:
     modules = loaded_by_backup(tmp_path, "--physical")
     assert modules >= PHYSICAL_ONLY
     assert packages(modules, NEVER_FOR_A_MANUAL_BACKUP) == set()
+
+
+def test_a_cron_backup_imports_what_runs_around_it_and_no_other_job_kind(tmp_path: Path) -> None:
+    modules = loaded_by_backup(tmp_path, "--tier", "daily")
+    assert {"dbguardian.oneshot", "dbguardian.jobs.health", "dbguardian.alerts.dispatch"} <= modules
+    assert packages(modules, {"dbguardian.backup.physical", "dbguardian.archiving.ship"} | OTHER_JOB_KINDS) == set()
