@@ -284,6 +284,19 @@ def db_size_pretty(cluster: Cluster) -> str:
     return cluster.psql(f"select pg_size_pretty(pg_database_size('{DB}'))")
 
 
+def raw_dump_bytes(cluster: Cluster, transport: str) -> int:
+    """Size of ``pg_dump -Fc -Z0`` of the database; also warms the page cache before the timed runs."""
+    log("warm-up: pg_dump -Fc -Z0 | wc -c (untimed; also the uncompressed size)")
+    raw = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", f"{shlex.quote(cluster.tool('pg_dump'))} -Fc -Z0 {DB} | wc -c"],
+        env=cluster.env(transport),
+        check=True,
+        text=True,
+        stdout=subprocess.PIPE,
+    )
+    return int(raw.stdout.strip())
+
+
 # ------------------------------------------------------------------------------------------ variants
 
 
@@ -891,15 +904,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.offsite:
             offsite = Offsite.start(args.workdir)
         variants = build_variants(args, cluster, jobs, offsite)
-        log("warm-up: pg_dump -Fc -Z0 | wc -c (untimed; also the uncompressed size)")
-        raw = subprocess.run(
-            ["bash", "-o", "pipefail", "-c", f"{shlex.quote(cluster.tool('pg_dump'))} -Fc -Z0 {DB} | wc -c"],
-            env=cluster.env(args.transport),
-            check=True,
-            text=True,
-            stdout=subprocess.PIPE,
-        )
-        raw_bytes = int(raw.stdout.strip())
+        raw_bytes = raw_dump_bytes(cluster, args.transport)
         header = build_header(args, cluster, raw_bytes, jobs)
         samples: list[Sample] = []
         tsv = args.workdir / "results.tsv"
