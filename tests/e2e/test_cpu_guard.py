@@ -43,10 +43,18 @@ def measured(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Compl
         # Wait at most 3 s for an idle machine before each run: CPU time needs no quiet machine.
         result = guard(
             "--runs", "3", "--wait-idle", "3", "--workdir", str(workdir), "--dbguardian", str(DBGUARDIAN),
-            "--out", str(out), timeout=240,
+            "--out", str(out), "--keep", timeout=240,
         )  # fmt: skip
+        if result.returncode == 1:
+            # A regression must show twice: contention from outside the VM can move one 3-round
+            # measurement by ~20 % (bench/README.md), a real regression moves both.
+            print(result.stdout)
+            result = guard(
+                "--runs", "5", "--wait-idle", "3", "--workdir", str(workdir), "--dbguardian", str(DBGUARDIAN),
+                "--out", str(out), "--reuse", timeout=300,
+            )  # fmt: skip
     finally:
-        if workdir.exists():  # the guard was killed (timeout) before it could remove its cluster
+        if workdir.exists():  # kept for a second run, or the guard was killed before it removed its cluster
             guard("--cleanup", "--workdir", str(workdir))
         shutil.rmtree(base, ignore_errors=True)
     return result, out
