@@ -776,12 +776,28 @@ def report(samples: Sequence[Sample], header: Sequence[str], variants: Sequence[
             if base in medians:
                 ratio = medians[name] / medians[base]
                 verdict = f"  target <= {target:.2f}: {'PASS' if ratio <= target else 'FAIL'}" if target else ""
-                lines.append(f"ratio {name} / {base}: {ratio:.3f}{verdict}")
+                lines.append(f"ratio {name} / {base}: {ratio:.3f}{verdict}{per_round_ratios(samples, name, base)}")
         lines.append(
             f"peak RSS {name}: {rss[name]:.0f} MB  target <= {RSS_TARGET_MB:.0f} MB: "
             f"{'PASS' if rss[name] <= RSS_TARGET_MB else 'FAIL'}"
         )
     return "\n".join(lines) + "\n"
+
+
+def per_round_ratios(samples: Sequence[Sample], name: str, base: str) -> str:
+    """Min/median/max over rounds of time(name) / time(base), each round's pair run back to back."""
+    mine = {s.run: s.seconds for s in samples if s.variant == name}
+    theirs = {s.run: s.seconds for s in samples if s.variant == base}
+    rounds = sorted(mine.keys() & theirs.keys())
+    return ratio_spread([mine[run] for run in rounds], [theirs[run] for run in rounds])
+
+
+def ratio_spread(numerators: Sequence[float], denominators: Sequence[float]) -> str:
+    """``  (per round: min …, median …, max …)`` of the pairwise ratios (round i of one over round i of the other)."""
+    ratios = [top / bottom for top, bottom in zip(numerators, denominators, strict=True) if bottom > 0]
+    if not ratios:
+        return ""
+    return f"  (per round: min {min(ratios):.3f}, median {median(ratios):.3f}, max {max(ratios):.3f})"
 
 
 def tool_version(argv: Sequence[str], pattern: str) -> str:

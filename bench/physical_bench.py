@@ -43,6 +43,9 @@ from dbguardian.archiving.ship import ship_spool  # noqa: E402
 from dbguardian.policy import load_policy  # noqa: E402
 from dbguardian.throwaway import ThrowawayCluster  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from backup_bench import ratio_spread  # noqa: E402
+
 PGBIN = Path("/usr/lib/postgresql/15/bin")
 MB = 1024 * 1024
 TIME_TARGET = 1.10
@@ -190,7 +193,9 @@ targets:
             print(f"  {name:<22} {seconds:8.2f} s  peak RSS {rss:7.1f} MB  {size / MB / seconds:7.1f} MB/s")
         ratio = medians["dbguardian-physical"] / medians["basebackup-zstd3"]
         rss = max(row[1] for row in results["dbguardian-physical"])
-        print(f"ratio dbguardian / pipeline: {ratio:.3f} (goal ≤ {TIME_TARGET}); dbguardian peak RSS {rss:.1f} MB "
+        ours, theirs = results["dbguardian-physical"], results["basebackup-zstd3"]
+        spread = ratio_spread([row[0] for row in ours], [row[0] for row in theirs])
+        print(f"ratio dbguardian / pipeline: {ratio:.3f}{spread} (goal ≤ {TIME_TARGET}); dbguardian peak RSS {rss:.1f} MB "
               f"(goal ≤ {RSS_TARGET_MB:.0f})")  # fmt: skip
         job = statistics.median(in_process)
         print(f"dbguardian in-process (the manifest's duration_seconds: a daemon job, no CLI start-up) {job:.2f} s: "

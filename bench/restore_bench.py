@@ -39,6 +39,7 @@ from backup_bench import (
     Cluster,
     db_size_pretty,
     log,
+    ratio_spread,
     setup_cluster,
     write_policy,
 )
@@ -160,8 +161,11 @@ def report(samples: list[Sample], args: argparse.Namespace, db_size: str, backup
         if name in medians and baseline in medians:
             (seconds, rss), (base_seconds, base_rss) = medians[name], medians[baseline]
             verdict = "ok" if max(s.maxrss_kb for s in samples if s.variant == name) / 1024 <= RSS_TARGET_MB else "OVER"
+            spread = ratio_spread(
+                [s.seconds for s in samples if s.variant == name], [s.seconds for s in samples if s.variant == baseline]
+            )
             lines.append(
-                f"{name} / {baseline}: time {seconds / base_seconds:.2f}x, peak RSS {rss / base_rss:.2f}x "
+                f"{name} / {baseline}: time {seconds / base_seconds:.2f}x{spread}, peak RSS {rss / base_rss:.2f}x "
                 f"(max {RSS_TARGET_MB:.0f} MB: {verdict})"
             )
     return "\n".join(lines)
