@@ -4,11 +4,12 @@ storage of the target, manifest last."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal, TypeVar
 
 import asyncpg
@@ -143,11 +144,10 @@ async def backup_database(
     started = time.monotonic()
     backup_id = keys.new_backup_id(started_at)
     log.info("backup started", target=target_name, tier=tier, id=backup_id, database=info.database)
-    for storage in all_storages:
-        try:
-            await remove_leftovers(storage, target_name, started_at, policy.leftover_grace)
-        except OperationError as error:  # an unreachable storage fails at write time, with the others going on
-            log.error("cannot clean leftovers", storage=storage.name, error=str(error))
+    # Earlier runs' leftovers go while this run connects and dumps (a listing per storage is a round
+    # trip to an object store, before pg_dump could start): they never include this run's objects,
+    # which are newer than the grace. Awaited before the commit, so the run ends with them gone.
+    cleaning = asyncio.create_task(clean_leftovers(all_storages, target_name, started_at, policy.leftover_grace))
     failures: dict[str, str] = {}
     progress = Progress(f"backup {target_name}", None)
     suffix = object_suffix(target)
@@ -254,9 +254,12 @@ async def backup_database(
         )
     except BaseException:
         # Nothing of a failed run may stay behind, committed object or not.
+        with contextlib.suppress(Exception):
+            await asyncio.shield(cleaning)
         await asyncio.shield(discard_objects(all_storages, target_name, backup_id))
         raise
 
+    await cleaning
     manifest = await commit_everywhere(manifest, storages, all_storages, failures, "backup")
     progress.finish()
     log.info(
@@ -277,6 +280,15 @@ async def backup_database(
 
 
 M = TypeVar("M", bound=BaseManifest)
+
+
+async def clean_leftovers(storages: Sequence[Storage], target_name: str, started_at: datetime, grace: timedelta) -> None:
+    """Remove earlier runs' objects that never got a manifest; a storage that fails is logged, not fatal."""
+    for storage in storages:
+        try:
+            await remove_leftovers(storage, target_name, started_at, grace)
+        except OperationError as error:  # an unreachable storage fails at write time, with the others going on
+            log.error("cannot clean leftovers", storage=storage.name, error=str(error))
 
 
 async def commit_everywhere(
