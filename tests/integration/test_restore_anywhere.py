@@ -7,8 +7,9 @@ import json
 import secrets
 import shutil
 import subprocess
+import time
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -37,6 +38,10 @@ def test_before_picks_the_newest_backup_taken_then_or_earlier(
     second = backup(policy, "--tier", "weekly")
     second_rows = pg.psql("SELECT count(*) FROM public.settings", database)
     pg.psql("INSERT INTO public.settings VALUES ('after-second', 'x')", database)
+    # The third starts in a later wall-clock second than the second (a backup here takes well under
+    # one): the second-granular time below must fall after the second backup's start.
+    next_second = started_at(policy, second).replace(microsecond=0) + timedelta(seconds=1)
+    time.sleep(max(0.0, (next_second - datetime.now(UTC)).total_seconds()))
     third = backup(policy)
     assert len({first, second, third}) == 3
 
