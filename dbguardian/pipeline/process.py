@@ -25,6 +25,8 @@ log = get_logger("dbguardian.process")
 PIPE_LIMIT = 1024 * 1024
 F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Linux), named there only on Python 3.10+ builds that know it
 QUEUE_CHUNKS = 2
+STDIN_BUFFER = 1024 * 1024
+"""What ``write()`` may leave buffered for the program before it waits (2 MiB: +5 MB RSS, no faster)."""
 ERROR_MARKERS = ("error:", "fatal:", "panic:", "could not", "failed")
 
 
@@ -83,9 +85,29 @@ class Child:
         finally:
             if self._want_stdout:
                 os.close(stdout)  # the child holds the write end now
+        if self._want_stdin:
+            self._widen_stdin()
         log.debug("started", program=self.name, pid=self._process.pid, argv=self.argv)
         self._stderr_task = asyncio.create_task(self._pump_stderr())
         return self
+
+    def _widen_stdin(self) -> None:
+        """A 1 MiB pipe and a write buffer of ``STDIN_BUFFER`` in front of the program's stdin.
+
+        With asyncio's defaults (a 64 kB pipe, ``drain()`` waiting until the buffer is under 64 kB)
+        each 1 MiB chunk was handed over only once the program had read nearly all of the previous
+        one, so it sat idle while the next chunk was decompressed: a streamed restore of 1.6 GB took
+        15.4 s where ``zstd -dc | pg_restore`` took 9.3 s; with a chunk's worth in the pipe and one
+        in the buffer both run at once (10.3 s against 9.3-9.9 s).
+        """
+        assert self._process is not None and self._process.stdin is not None
+        transport = self._process.stdin.transport
+        pipe = transport.get_extra_info("pipe")
+        if pipe is not None:
+            with contextlib.suppress(OSError):  # best effort, as for stdout
+                fcntl.fcntl(pipe.fileno(), F_SETPIPE_SZ, PIPE_LIMIT)
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.set_write_buffer_limits(high=STDIN_BUFFER)
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
