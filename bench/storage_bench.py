@@ -38,7 +38,6 @@ import platform
 import re
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -76,6 +75,7 @@ from dbguardian.storage import open_storage
 from tests.storage.azure_fixtures import AZURITE, run_azurite
 from tests.storage.conftest import ACCESS_KEY_ID, SECRET_ACCESS_KEY, WEED, MotoServer, run_seaweedfs
 from tests.storage.gcs_fixtures import fake_gcs_binary, run_fake_gcs
+from tests.support.processes import background, wait_until_up
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_WORKDIR = Path(tempfile.gettempdir()) / "dbg-storage-bench"
@@ -158,28 +158,12 @@ def run_moto(base: Path) -> Iterator[MotoServer]:
     id_file, secret_file = keys / "access_key_id", keys / "secret_access_key"
     id_file.write_text(ACCESS_KEY_ID + "\n")
     secret_file.write_text(SECRET_ACCESS_KEY + "\n")
-    with (base / "moto.log").open("wb") as out:
-        argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
-        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=base, start_new_session=True)
+    argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    with background(argv, log=base / "moto.log", cwd=base) as process:
         server = MotoServer(f"http://127.0.0.1:{port}", (id_file, secret_file))
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    server.client().list_buckets()
-                    break
-                except Exception:  # not listening yet
-                    if process.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(f"moto's server did not come up (see {base / 'moto.log'})") from None
-                    time.sleep(0.2)
-            yield server
-        finally:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        wait_until_up(process, lambda: server.client().list_buckets(), what="moto's server", log=base / "moto.log",
+                      timeout=30)  # fmt: skip
+        yield server
 
 
 def s3_storage(server: MotoServer) -> dict[str, Any]:

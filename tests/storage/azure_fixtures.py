@@ -8,12 +8,9 @@ for the emulator); the storage reads it from a connection-string file, like a re
 
 from __future__ import annotations
 
-import os
 import secrets
-import signal
 import socket
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +22,7 @@ from azure.storage.blob import BlobServiceClient
 
 from dbguardian.storage.azure.config import AzureStorageConfig
 from dbguardian.storage.azure.storage import AzureStorage
+from tests.support.processes import background, wait_until_up
 
 AZURITE = Path(__file__).resolve().parents[1] / "emulators" / "node_modules" / ".bin" / "azurite-blob"
 ACCOUNT = "devstoreaccount1"
@@ -61,33 +59,16 @@ def run_azurite(base: Path) -> Iterator[Azurite]:
     """Azurite's blob service on a free loopback port, its data and log under ``base``, stopped on exit
     (also used by bench/storage_bench.py)."""
     port = _free_port()
-    log = (base / "azurite.log").open("wb")
     argv = [str(AZURITE), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location", str(base / "data"),
             "--skipApiVersionCheck", "--loose", "--disableProductStyleUrl", "--disableTelemetry", "--silent"]  # fmt: skip
-    process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=base, start_new_session=True)
-    connection_string_file = base / "connection-string"
-    server = Azurite(f"http://127.0.0.1:{port}/{ACCOUNT}", connection_string_file, process)
-    connection_string_file.write_text(server.connection_string() + "\n")
-    connection_string_file.chmod(0o600)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                list(server.client().list_containers())
-                break
-            except Exception:  # not listening yet
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"Azurite did not come up: {(base / 'azurite.log').read_text()[-2000:]}") from None
-                time.sleep(0.2)
+    with background(argv, log=base / "azurite.log", cwd=base) as process:
+        connection_string_file = base / "connection-string"
+        server = Azurite(f"http://127.0.0.1:{port}/{ACCOUNT}", connection_string_file, process)
+        connection_string_file.write_text(server.connection_string() + "\n")
+        connection_string_file.chmod(0o600)
+        wait_until_up(process, lambda: list(server.client().list_containers()), what="Azurite",
+                      log=base / "azurite.log", timeout=60)  # fmt: skip
         yield server
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        log.close()
 
 
 @pytest.fixture(scope="session")

@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
-import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +22,7 @@ from moto.server import ThreadedMotoServer
 
 from dbguardian.storage.s3.config import S3StorageConfig
 from dbguardian.storage.s3.storage import S3Storage
+from tests.support.processes import background, wait_until_up
 
 ACCESS_KEY_ID = "AKIDDBGUARDIANTEST01"
 SECRET_ACCESS_KEY = "dbguardian-test-secret-6f1c2a"
@@ -129,34 +127,18 @@ def run_seaweedfs(base: Path) -> Iterator[MotoServer]:
     """``weed mini`` with its data, log and key files under ``base``, stopped on exit (also used by
     bench/storage_bench.py). It listens on its fixed ports (S3 on 8333)."""
     env = {**os.environ, "AWS_ACCESS_KEY_ID": ACCESS_KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY}
-    log = (base / "weed.log").open("wb")
-    process = subprocess.Popen([str(WEED), "mini", f"-dir={base / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1"],
-                               env=env, stdout=log, stderr=subprocess.STDOUT, cwd=base, start_new_session=True)  # fmt: skip
     keys = base / "keys"
     keys.mkdir()
     id_file, secret_file = keys / "access_key_id", keys / "secret_access_key"
     id_file.write_text(ACCESS_KEY_ID + "\n")
     secret_file.write_text(SECRET_ACCESS_KEY + "\n")
-    server = MotoServer("http://127.0.0.1:8333", (id_file, secret_file))
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                server.client().list_buckets()
-                break
-            except Exception:  # not up yet (connection refused, 503 while the filer starts)
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"weed mini did not come up: {(base / 'weed.log').read_text()[-2000:]}") from None
-                time.sleep(0.5)
+    argv = [str(WEED), "mini", f"-dir={base / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1"]
+    with background(argv, log=base / "weed.log", cwd=base, env=env) as process:
+        server = MotoServer("http://127.0.0.1:8333", (id_file, secret_file))
+        # Not up yet: connection refused, or 503 while the filer starts.
+        wait_until_up(process, lambda: server.client().list_buckets(), what="weed mini", log=base / "weed.log",
+                      timeout=60, interval=0.5)  # fmt: skip
         yield server
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        log.close()
 
 
 @pytest.fixture(scope="session")

@@ -16,10 +16,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import secrets
-import signal
 import socket
-import subprocess
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -33,6 +30,7 @@ import pytest
 
 from dbguardian.storage.gcs.config import GcsStorageConfig
 from dbguardian.storage.gcs.storage import GcsStorage
+from tests.support.processes import background, wait_until_up
 
 GCS_PREFIX = "pre/fix"
 
@@ -96,31 +94,13 @@ def run_fake_gcs(base: Path) -> Iterator[FakeGcs]:
     """fake-gcs-server on a free loopback port, its data and log under ``base``, stopped on exit (also
     used by bench/storage_bench.py)."""
     port = free_port()
-    log = (base / "server.log").open("wb")
     argv = [str(fake_gcs_binary()), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port), "-backend", "filesystem",
             "-filesystem-root", str(base / "data"), "-public-host", f"127.0.0.1:{port}", "-log-level", "warn"]  # fmt: skip
-    process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=base, start_new_session=True)
-    server = FakeGcs(f"http://127.0.0.1:{port}")
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if server.request("GET", "/storage/v1/b", params={"project": "test"})[0] == 200:
-                    break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"fake-gcs-server did not come up: {(base / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.1)
+    with background(argv, log=base / "server.log", cwd=base) as process:
+        server = FakeGcs(f"http://127.0.0.1:{port}")
+        wait_until_up(process, lambda: server.request("GET", "/storage/v1/b", params={"project": "test"})[0] == 200,
+                      what="fake-gcs-server", log=base / "server.log", timeout=30, interval=0.1)  # fmt: skip
         yield server
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
 
 
 @pytest.fixture(scope="session")
