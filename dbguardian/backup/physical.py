@@ -45,10 +45,16 @@ import asyncpg
 
 from dbguardian import __version__
 from dbguardian.backup.codec import compression_stage, encryption_stage
-from dbguardian.backup.logical import PartialBackup, commit_everywhere, discard_objects, object_suffix, recording_attempt
+from dbguardian.backup.logical import (
+    PartialBackup,
+    clean_leftovers,
+    commit_everywhere,
+    discard_objects,
+    object_suffix,
+    recording_attempt,
+)
 from dbguardian.catalog import keys
 from dbguardian.catalog.archive import find_wal
-from dbguardian.catalog.leftovers import remove_leftovers
 from dbguardian.catalog.manifest import Compression, Encryption, PhysicalManifest, StoredObject
 from dbguardian.catalog.wal import check_segment_size, format_lsn, parse_lsn, required_segments, segment_of_lsn
 from dbguardian.errors import OperationError
@@ -617,11 +623,7 @@ async def backup_cluster(
     started = time.monotonic()
     backup_id = keys.new_backup_id(started_at)
     log.info("base backup started", target=target_name, tier=tier, id=backup_id, server=info.describe())
-    for storage in all_storages:
-        try:
-            await remove_leftovers(storage, target_name, started_at, policy.leftover_grace)
-        except OperationError as error:
-            log.error("cannot clean leftovers", storage=storage.name, error=str(error))
+    await clean_leftovers(all_storages, target_name, started_at, policy.leftover_grace)
     failures: dict[str, str] = {}
     suffix = object_suffix(target)
 
