@@ -830,6 +830,33 @@ def build_header(args: argparse.Namespace, cluster: Cluster, raw_bytes: int, job
 # --------------------------------------------------------------------------------------------- main
 
 
+def check_tools(args: argparse.Namespace) -> None:
+    """GNU time, zstd, the server binaries and the dbguardian to measure must exist (also for cpu_guard.py)."""
+    for needed in ("/usr/bin/time", shutil.which("zstd"), str(args.pgbin / "initdb"), str(args.dbguardian)):
+        if not needed or not Path(needed).exists():
+            raise SystemExit(f"missing: {needed or 'zstd'} (apt-get install time zstd postgresql-15)")
+
+
+def plan_cluster(args: argparse.Namespace, cluster: Cluster) -> bool:
+    """True when ``--reuse`` finds a running cluster loaded with the same data; checks the disk space either way."""
+    params_file = args.workdir / "params.json"
+    reuse = bool(
+        args.reuse
+        and params_file.exists()
+        and json.loads(params_file.read_text()) == {"scale": args.scale, "random_mb": args.random_mb}
+        and cluster.running()
+    )
+    check_disk(args.workdir, args.scale, args.random_mb, reuse)
+    return reuse
+
+
+def ready_cluster(args: argparse.Namespace, cluster: Cluster, reuse: bool) -> None:
+    if reuse:
+        log(f"reusing the running cluster in {args.workdir}")
+    else:
+        setup_cluster(cluster, args.scale, args.random_mb)
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", type=int, default=100, help="pgbench scale (default 100, ~1.5 GB)")
@@ -898,25 +925,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.cleanup:
         cluster.remove()
         return 0
-    for needed in ("/usr/bin/time", shutil.which("zstd"), str(args.pgbin / "initdb"), str(args.dbguardian)):
-        if not needed or not Path(needed).exists():
-            raise SystemExit(f"missing: {needed or 'zstd'} (apt-get install time zstd postgresql-15)")
+    check_tools(args)
     jobs = args.jobs or os.cpu_count() or 1
-
-    params_file = args.workdir / "params.json"
-    reuse = (
-        args.reuse
-        and params_file.exists()
-        and json.loads(params_file.read_text()) == {"scale": args.scale, "random_mb": args.random_mb}
-        and cluster.running()
-    )
-    check_disk(args.workdir, args.scale, args.random_mb, reuse)
+    reuse = plan_cluster(args, cluster)
     offsite: Offsite | None = None
     try:
-        if reuse:
-            log(f"reusing the running cluster in {args.workdir}")
-        else:
-            setup_cluster(cluster, args.scale, args.random_mb)
+        ready_cluster(args, cluster, reuse)
         if args.offsite:
             offsite = Offsite.start(args.workdir)
         variants = build_variants(args, cluster, jobs, offsite)

@@ -36,7 +36,6 @@ import json
 import os
 import platform
 import shlex
-import shutil
 import statistics
 import sys
 import tempfile
@@ -53,14 +52,15 @@ from backup_bench import (
     Sample,
     Variant,
     check_dbguardian,
-    check_disk,
+    check_tools,
     check_zstd,
     db_size_pretty,
     git_describe,
     log,
+    plan_cluster,
     raw_dump_bytes,
+    ready_cluster,
     run_variant,
-    setup_cluster,
     tool_version,
     write_policy,
 )
@@ -216,23 +216,11 @@ def build_variants(args: argparse.Namespace, cluster: Cluster, jobs: int) -> lis
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
-    for needed in ("/usr/bin/time", shutil.which("zstd"), str(args.pgbin / "initdb"), str(args.dbguardian)):
-        if not needed or not Path(needed).exists():
-            raise SystemExit(f"missing: {needed or 'zstd'} (apt-get install time zstd postgresql-15)")
+    check_tools(args)
     cluster = Cluster(args.workdir, args.pgbin)
-    params_file = args.workdir / "params.json"
-    reuse = (
-        args.reuse
-        and params_file.exists()
-        and json.loads(params_file.read_text()) == {"scale": args.scale, "random_mb": args.random_mb}
-        and cluster.running()
-    )
-    check_disk(args.workdir, args.scale, args.random_mb, reuse)
+    reuse = plan_cluster(args, cluster)
     try:
-        if reuse:
-            log(f"reusing the running cluster in {args.workdir}")
-        else:
-            setup_cluster(cluster, args.scale, args.random_mb)
+        ready_cluster(args, cluster, reuse)
         jobs = os.cpu_count() or 1
         variants = build_variants(args, cluster, jobs)
         raw_bytes = raw_dump_bytes(cluster, "socket")
