@@ -30,6 +30,12 @@ STDIN_BUFFER = 1024 * 1024
 ERROR_MARKERS = ("error:", "fatal:", "panic:", "could not", "failed")
 
 
+def _widen_pipe(fd: int) -> None:
+    """Make the pipe ``fd`` holds ``PIPE_LIMIT`` bytes; best effort: the limit is /proc/sys/fs/pipe-max-size."""
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_LIMIT)
+
+
 class Child:
     """A running program; use as ``async with Child(argv, ...) as child:``."""
 
@@ -65,9 +71,8 @@ class Child:
         stdout: int = asyncio.subprocess.DEVNULL
         if self._want_stdout:
             self._stdout_fd, stdout = os.pipe()
-            with contextlib.suppress(OSError):  # best effort: the limit is /proc/sys/fs/pipe-max-size
-                # A 1 MB pipe instead of 64 kB: the program blocks, and the reader thread wakes, 16x less often.
-                fcntl.fcntl(stdout, F_SETPIPE_SZ, PIPE_LIMIT)
+            # A 1 MB pipe instead of 64 kB: the program blocks, and the reader thread wakes, 16x less often.
+            _widen_pipe(stdout)
         try:
             self._process = await asyncio.create_subprocess_exec(
                 *self.argv,
@@ -104,8 +109,7 @@ class Child:
         transport = self._process.stdin.transport
         pipe = transport.get_extra_info("pipe")
         if pipe is not None:
-            with contextlib.suppress(OSError):  # best effort, as for stdout
-                fcntl.fcntl(pipe.fileno(), F_SETPIPE_SZ, PIPE_LIMIT)
+            _widen_pipe(pipe.fileno())
         assert isinstance(transport, asyncio.WriteTransport)
         transport.set_write_buffer_limits(high=STDIN_BUFFER)
 
