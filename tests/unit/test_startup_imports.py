@@ -8,6 +8,7 @@ Module presence, not timing.
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -105,3 +106,30 @@ def test_a_cron_backup_imports_what_runs_around_it_and_no_other_job_kind(tmp_pat
     modules = loaded_by_backup(tmp_path, "--tier", "daily")
     assert {"dbguardian.oneshot", "dbguardian.jobs.health", "dbguardian.alerts.dispatch"} <= modules
     assert packages(modules, {"dbguardian.backup.physical", "dbguardian.archiving.ship"} | OTHER_JOB_KINDS) == set()
+
+
+def test_pydantic_does_not_look_for_plugins(tmp_path: Path) -> None:
+    # pydantic scans every installed distribution's entry points for plugins when the first model is
+    # built, unless PYDANTIC_DISABLE_PLUGINS says not to (the entry point sets it; a user's value wins).
+    probe = PROBE.replace(
+        "print(' '.join(sorted(sys.modules)))\n",
+        "import pydantic.plugin._loader as loader\nprint('scanned' if loader._plugins is not None else 'not scanned')\n",
+    )
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        f"version: 1\nstate_dir: {tmp_path / 'state'}\nstorage: {{local: {{type: local, path: {tmp_path}}}}}\n"
+        f"targets: {{app: {{dsn: 'postgresql://postgres@127.0.0.1:{closed_port()}/app', storage: [local]}}}}\n"
+    )
+    argv = ["--policy", str(policy), "--log-level", "error", "backup", "app"]
+    env = {key: value for key, value in os.environ.items() if key != "PYDANTIC_DISABLE_PLUGINS"}
+    run = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True, timeout=60, env=env)
+    assert "cannot connect" in run.stderr, run.stderr
+    assert run.stdout.split("\n")[-2:] == ["not scanned", ""], run.stdout
+    with_plugins = subprocess.run(
+        [sys.executable, "-c", probe, *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**env, "PYDANTIC_DISABLE_PLUGINS": ""},
+    )
+    assert with_plugins.stdout.split("\n")[-2:] == ["scanned", ""], with_plugins.stdout
