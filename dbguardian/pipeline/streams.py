@@ -12,9 +12,11 @@ from dbguardian.pipeline.stages import Stage
 
 
 async def through_stage(chunks: AsyncIterator[bytes], stage: Stage) -> AsyncIterator[bytes]:
-    """Apply a chunk stage (compress, decompress) off the event loop, one bounded step at a time."""
+    """Apply a chunk stage (compress, decompress) off the event loop, one bounded step at a time
+    (``feed`` of a stage with ``quick_feed`` on it: it hands the chunk to threads of its own)."""
+    quick = stage.quick_feed
     async for chunk in chunks:
-        out = await asyncio.to_thread(stage.feed, chunk)
+        out = stage.feed(chunk) if quick else await asyncio.to_thread(stage.feed, chunk)
         while True:
             if out:
                 yield out

@@ -8,10 +8,12 @@ from collections.abc import AsyncIterator
 from typing import Literal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dbguardian.errors import StorageError, ToolError
-from dbguardian.pipeline.sink import FanOut, stream_to_storages
-from dbguardian.pipeline.stages import Identity, compressor, decompressor, drain
+from dbguardian.pipeline.sink import COALESCE_BELOW, FanOut, _coalesced, stream_to_storages
+from dbguardian.pipeline.stages import Identity, ZstdCompress, compressor, decompressor, drain
 from dbguardian.storage.base import READ_CHUNK, ObjectInfo, ObjectWriter
 from dbguardian.storage.memory import MemoryStorage
 
@@ -23,11 +25,11 @@ class FailingWriter:
     def __init__(self, inner: ObjectWriter, storage: FailingStorage) -> None:
         self._inner = inner
         self._storage = storage
-        self._writes = 0
+        self.writes = 0
 
     async def write(self, chunk: bytes) -> None:
-        self._writes += 1
-        if self._storage.fail_at == "write" and self._writes > self._storage.after_writes:
+        self.writes += 1
+        if self._storage.fail_at == "write" and self.writes > self._storage.after_writes:
             raise StorageError(f"{self._storage.name}: disk full")
         await self._inner.write(chunk)
 
@@ -86,7 +88,8 @@ class FailingStorage:
         return KEY in self.inner.objects
 
 
-CHUNKS = [bytes([n]) * 10_000 for n in range(5)]
+CHUNKS = [bytes([n]) * (COALESCE_BELOW + 1000) for n in range(5)]
+"""Large enough to reach the storages as five writes (smaller ones are joined: see the last tests)."""
 DATA = b"".join(CHUNKS)
 
 
@@ -207,3 +210,48 @@ def test_fanout_abort_leaves_nothing() -> None:
 
     asyncio.run(scenario())
     assert [s.aborted for s in storages] == [1, 1] and not any(s.visible for s in storages)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.binary(max_size=40), max_size=30), st.integers(min_value=1, max_value=100))
+def test_coalescing_keeps_every_byte_in_order_and_joins_only_small_outputs(pieces: list[bytes], at_least: int) -> None:
+    async def source() -> AsyncIterator[bytes]:
+        for piece in pieces:
+            yield piece
+
+    async def collect() -> list[bytes]:
+        return [chunk async for chunk in _coalesced(source(), at_least)]
+
+    out = asyncio.run(collect())
+    assert b"".join(out) == b"".join(pieces)
+    # Every output but the last reached the threshold; a join stops as soon as it does (so it is less
+    # than the threshold plus one piece), and a piece of the threshold or more passes alone.
+    assert all(len(chunk) >= at_least for chunk in out[:-1])
+    assert all(len(chunk) < at_least + 40 or chunk in pieces for chunk in out)
+    assert len(out) <= len(pieces)
+
+
+def test_small_compressed_outputs_reach_the_storage_as_few_writes() -> None:
+    # 64 MiB of very compressible data in 1 MiB chunks: zstd with workers emits one small output per
+    # job (64 here); the storage must see a few writes, not one per job.
+    opened: list[FailingWriter] = []
+
+    class CountingStorage(FailingStorage):
+        async def open_writer(self, key: str) -> FailingWriter:
+            writer = await super().open_writer(key)
+            opened.append(writer)
+            return writer
+
+    chunk = b"".join(b"%08d,some row text\n" % i for i in range(40_000))[: 1 << 20]
+
+    async def source() -> AsyncIterator[bytes]:
+        for _ in range(64):
+            yield chunk
+
+    storage = CountingStorage("local")
+    result = asyncio.run(stream_to_storages(source(), [storage], KEY, compress=ZstdCompress(3, threads=2)))
+    stored = storage.inner.objects[KEY][0]
+    decoder = decompressor("zstd")
+    assert b"".join(drain(decoder, stored)) + decoder.flush() == chunk * 64
+    assert result.written.size_bytes == len(stored)
+    assert 1 <= opened[0].writes <= 3, opened[0].writes

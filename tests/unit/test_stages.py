@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
+from collections.abc import AsyncIterator
 
 import pytest
 from hypothesis import given, settings
@@ -12,11 +15,13 @@ from dbguardian.pipeline.stages import (
     Digest,
     GzipDecompress,
     Stage,
+    ZstdCompress,
     ZstdDecompress,
     compressor,
     decompressor,
     drain,
 )
+from dbguardian.pipeline.streams import through_stage
 
 
 def run_stage(stage: Stage, data: bytes, chunk: int) -> bytes:
@@ -131,3 +136,47 @@ def test_garbage_after_the_last_frame_is_corruption(algorithm: str) -> None:
 def test_an_empty_zstd_stream_is_truncated() -> None:
     with pytest.raises(PipelineError, match="truncated"):
         run_stage(decompressor("zstd"), b"", 1)
+
+
+class ThreadRecorder:
+    """Identity that records which thread ran each feed."""
+
+    pending = False
+
+    def __init__(self, quick_feed: bool) -> None:
+        self.quick_feed = quick_feed
+        self.threads: list[int] = []
+
+    def feed(self, chunk: bytes) -> bytes:
+        self.threads.append(threading.get_ident())
+        return chunk
+
+    def more(self) -> bytes:
+        return b""
+
+    def flush(self) -> bytes:
+        return b""
+
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_a_quick_feed_runs_on_the_event_loop_and_any_other_in_a_worker_thread(quick: bool) -> None:
+    stage = ThreadRecorder(quick)
+
+    async def run() -> tuple[bytes, int]:
+        async def chunks() -> AsyncIterator[bytes]:
+            for piece in (b"a", b"b", b"c"):
+                yield piece
+
+        out = b"".join([piece async for piece in through_stage(chunks(), stage)])
+        return out, threading.get_ident()
+
+    out, loop_thread = asyncio.run(run())
+    assert out == b"abc"
+    assert (set(stage.threads) == {loop_thread}) is quick
+
+
+def test_only_stages_that_hand_work_to_threads_of_their_own_feed_on_the_loop() -> None:
+    # zstd with workers copies the chunk into its job buffer and returns; one thread compresses in place.
+    assert ZstdCompress(3, threads=2).quick_feed and compressor("none", 0).quick_feed
+    assert not ZstdCompress(3, threads=1).quick_feed and not compressor("gzip", 6).quick_feed
+    assert not any(decompressor(algorithm).quick_feed for algorithm in ("zstd", "gzip"))
