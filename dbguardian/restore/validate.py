@@ -61,11 +61,11 @@ async def validate(
     else:
         pg_restore = await find_tool("pg_restore", server_major_of(manifest.server_version), policy.pg_bin_dirs)
         async with Child([pg_restore.path, "--list"], stdin=True) as child:
-            lines: list[str] = []
+            listing: list[bytes] = []
 
             async def collect() -> None:
-                async for chunk in child.stdout_chunks():
-                    lines.extend(chunk.decode(errors="replace").splitlines())
+                # Joined before splitting: a chunk may end in the middle of a line.
+                listing.extend([chunk async for chunk in child.stdout_chunks()])
 
             dump_stream = read_verified(located.storage, stored, **read_options(manifest, identity), progress=progress)
             await asyncio.gather(feed_program(child, dump_stream), collect())
@@ -73,6 +73,7 @@ async def validate(
         if "globals" in manifest.objects:
             async for _ in read_verified(located.storage, manifest.objects["globals"], **read_options(manifest, identity)):
                 pass
+        lines = b"".join(listing).decode(errors="replace").splitlines()
         toc = [line for line in lines if line and not line.startswith(";")]
     progress.finish()
     report = ValidateReport(
