@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from dbguardian.cli import DEFAULT_POLICY_PATH
-from dbguardian.entry import DEFAULT_POLICY, parse
+from dbguardian.entry import DEFAULT_POLICY, command_word, parse
 
 
 def test_the_default_policy_is_the_clis() -> None:
@@ -64,3 +65,35 @@ def test_anything_else_goes_to_click(argv: list[str]) -> None:
 def test_global_logging_options_are_accepted() -> None:
     parsed = parse(["--log-level", "warning", "--log-format=json", "wal-fetch", "X", os.sep + "d"])
     assert parsed is not None and parsed[0] == "X"
+
+
+@pytest.mark.parametrize(
+    ("argv", "word"),
+    [
+        (["--policy", "/etc/p.yaml", "run"], "run"),
+        (["--policy=/etc/p.yaml", "--log-level", "debug", "run"], "run"),
+        (["--log-format", "json", "backup", "run"], "backup"),  # a target named "run"
+        (["--version"], None),
+        ([], None),
+    ],
+)
+def test_the_command_word_follows_the_global_options(argv: list[str], word: str | None) -> None:
+    assert command_word(argv) == word
+
+
+@pytest.mark.parametrize(("status", "code", "stderr"), [(None, 0, ""), (3, 3, ""), ("error: bad", 1, "error: bad\n")])
+def test_a_fast_exit_keeps_the_status_and_everything_written(status: object, code: int, stderr: str) -> None:
+    # A megabyte of output still buffered in sys.stdout when the command ends must all arrive.
+    script = f"import sys; from dbguardian.entry import exit_now; sys.stdout.write('x' * 1_000_000); exit_now({status!r})"
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert (run.returncode, len(run.stdout), run.stderr) == (code, 1_000_000, stderr)
+
+
+def test_a_command_exits_with_its_status_and_message(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.yaml"
+    run = subprocess.run(
+        [sys.executable, "-m", "dbguardian", "--policy", str(missing), "list"], capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 2 and str(missing) in run.stderr and run.stdout == ""
+    version = subprocess.run([sys.executable, "-m", "dbguardian", "--version"], capture_output=True, text=True, timeout=60)
+    assert version.returncode == 0 and version.stdout.startswith("dbguardian ")

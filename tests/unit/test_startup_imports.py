@@ -50,6 +50,10 @@ OTHER_JOB_KINDS = {
 PROBE = (
     "import sys\n"
     "sys.argv = ['dbguardian', *sys.argv[1:]]\n"
+    "import dbguardian.entry\n"
+    "def keep_running(status):\n"  # the command's fast exit would end the probe before it reports
+    "    raise SystemExit(status)\n"
+    "dbguardian.entry.exit_now = keep_running\n"
     "try:\n"
     "    import dbguardian.__main__\n"
     "except SystemExit as exit:\n"

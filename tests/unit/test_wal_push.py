@@ -202,6 +202,10 @@ def test_wal_push_does_not_import_the_daemon_world(tmp_path: Path) -> None:
     probe = (
         "import sys\n"
         "sys.argv = ['dbguardian', 'wal-push', '--spool', sys.argv[1], sys.argv[2]]\n"
+        "import dbguardian.entry\n"
+        "def keep_running(status):\n"  # the command's fast exit would end the probe before it reports
+        "    raise SystemExit(status)\n"
+        "dbguardian.entry.exit_now = keep_running\n"
         "try:\n"
         "    import dbguardian.__main__\n"
         "except SystemExit as exit:\n"
