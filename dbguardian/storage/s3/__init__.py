@@ -3,6 +3,7 @@
 - ``config``: the policy entry (``type: s3``) and declared capabilities; imports no AWS library
 - ``storage``: :class:`S3Storage` (imports aioboto3: loaded only when a policy uses S3)
 - ``multipart``: streaming multipart uploads with bounded memory
+- ``models``: botocore's data files loaded without documentation text (client memory)
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ be closed. The storage therefore keeps no open client: every operation opens one
 per part in flight, plus one) from its first request until commit or abort. Nothing needs a
 ``close()``, and a storage object survives several ``asyncio.run()`` calls. Opening a client
 costs a few milliseconds (the service model is cached in the session; there is one session per
-event loop) plus a new connection.
+event loop) plus a new connection. Sessions load botocore's data lean (:mod:`dbguardian.storage.s3.models`:
+6.3 MB instead of 14.9 MB of RSS for the first client).
 
 Retries: only transient failures are retried, by the shared policy of :mod:`dbguardian.storage.retry`
 (``retries`` from the policy; botocore's own retries are off so the classification below is the only one):
@@ -52,6 +53,7 @@ from dbguardian.storage import retry
 from dbguardian.storage.base import READ_CHUNK, ObjectInfo, check_key, folder
 from dbguardian.storage.retry import RetryPolicy
 from dbguardian.storage.s3.config import S3_CAPABILITIES, S3StorageConfig
+from dbguardian.storage.s3.models import lean_session
 from dbguardian.storage.s3.multipart import MAX_PART_SIZE, S3Writer, part_size_for
 
 log = get_logger("dbguardian.storage.s3")
@@ -177,7 +179,7 @@ class S3Storage:
         loop = asyncio.get_running_loop()
         session = self._sessions.get(loop)
         if session is None:
-            session = self._sessions[loop] = aioboto3.Session()
+            session = self._sessions[loop] = aioboto3.Session(botocore_session=lean_session())
         checksum_mode = "when_supported" if self.checksums else "when_required"
         config = AioConfig(
             region_name=self.config.region,
