@@ -13,9 +13,12 @@ uploaded; ``write()`` waits (backpressure) while that many are in flight, so it 
 ``(max_inflight_parts + 1) x`` the current part size (defaults: 3 x 5 MiB = 15 MiB for the first
 4.4 GiB of an object). A part is filled in place in a buffer of its final size and handed to the
 upload as a stream (:class:`PartBody`): no copy, no growing buffer (either would briefly double a
-part). Each part in flight uses its own HTTP connection: the writer's client gets a pool of
-``max_inflight_parts + 1`` connections (botocore's default of 10 would silently cap
-``max_inflight_parts`` above 10).
+part). A sent part is let go as soon as its request returns (:func:`send_part` closes the body): the
+request and response objects around a body form reference cycles, which kept a sent part alive
+until the cyclic GC ran, so a writer held one part more than the bound (4 of 5 MiB with 2 in
+flight, counted on moto; issue 14, bench/README.md). Each part in flight uses its own HTTP
+connection: the writer's client gets a pool of ``max_inflight_parts + 1`` connections (botocore's
+default of 10 would silently cap ``max_inflight_parts`` above 10).
 
 Objects that stay smaller than one part are stored with a single ``PutObject``. Nothing is visible
 under the key before ``CompleteMultipartUpload``; a failure, ``abort()`` or cancellation aborts the
@@ -115,6 +118,24 @@ class PartBody(io.RawIOBase):
 
     def __len__(self) -> int:
         return len(self._view)
+
+    def close(self) -> None:
+        # Let go of the part at once: the request and response objects around this body form reference
+        # cycles, which kept a sent part alive until the cyclic GC ran (one more part than the bound).
+        with contextlib.suppress(BufferError):  # a buffer taken of the view itself: it goes with its holder
+            self._view.release()
+        self._view = memoryview(b"")
+        self._position = 0
+        super().close()
+
+
+async def send_part(send: Callable[[PartBody], Awaitable[T]], data: bytearray) -> T:
+    """``send(body)`` with a fresh :class:`PartBody` over ``data`` (one per attempt), closed afterwards."""
+    body = PartBody(data)
+    try:
+        return await send(body)
+    finally:
+        body.close()
 
 
 class UploadBackend(Protocol):
@@ -234,7 +255,9 @@ class S3Writer:
         client = await self._get_client()
         data = self._take_part()
         params = {"Bucket": self._backend.bucket, "Key": self._full_key, **self._backend.object_params()}
-        await self._backend.call("upload", self._key, lambda: client.put_object(**params, Body=PartBody(data)))
+        await self._backend.call(
+            "upload", self._key, lambda: send_part(lambda body: client.put_object(**params, Body=body), data)
+        )
 
     async def _ensure_upload(self) -> str:
         if self._upload_id is None:
@@ -287,7 +310,9 @@ class S3Writer:
         if self._backend.checksums:
             params["ChecksumAlgorithm"] = "CRC32"
         response = await self._backend.call(
-            f"upload part {number} of", self._key, lambda: client.upload_part(**params, Body=PartBody(data))
+            f"upload part {number} of",
+            self._key,
+            lambda: send_part(lambda body: client.upload_part(**params, Body=body), data),
         )
         part = {"PartNumber": number, "ETag": response["ETag"]}
         if self._backend.checksums and response.get("ChecksumCRC32"):
