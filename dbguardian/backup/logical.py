@@ -75,6 +75,7 @@ async def counting_rows(chunks: AsyncIterator[bytes], counter: DumpRowCounter) -
     async for chunk in chunks:
         counter.feed(chunk)
         yield chunk
+        del chunk  # not kept alive while pg_dump's next chunk is awaited (pipeline/streams.py)
 
 
 def streamed_counts(

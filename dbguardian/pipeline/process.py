@@ -221,6 +221,7 @@ class Child:
                         break
                     if not deliver(data):
                         return
+                    del data  # not kept alive while the next chunk is read
                 deliver(None)
             except OSError as error:
                 deliver(error)
@@ -236,6 +237,7 @@ class Child:
                 if isinstance(item, BaseException):
                     raise ToolError(f"reading the output of {self.name} failed: {item}")
                 yield item
+                del item  # the consumer asked for the next one: not kept alive while it is awaited
         finally:
             stop.set()
 

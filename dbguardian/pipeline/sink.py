@@ -133,6 +133,7 @@ async def _coalesced(chunks: AsyncIterator[bytes], at_least: int = COALESCE_BELO
     async for chunk in chunks:
         if not held and len(chunk) >= at_least:
             yield chunk
+            del chunk  # not kept alive while the next one is awaited (see streams.through_stage)
             continue
         held.append(chunk)
         size += len(chunk)
@@ -155,6 +156,7 @@ async def _counted(chunks: AsyncIterator[bytes], raw: _Tally, progress: Progress
         if progress is not None:
             progress.advance(len(chunk))
         yield chunk
+        del chunk
 
 
 async def stream_to_storages(
@@ -185,6 +187,7 @@ async def stream_to_storages(
             async for data in _coalesced(stream):
                 digest.update(data)
                 await fanout.write(data)
+                del data  # written everywhere: not kept alive while the next one is produced
         # End of stream is not success: the producer may have died. Check before anything commits.
         if source_succeeded is not None:
             await source_succeeded()
