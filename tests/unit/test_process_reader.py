@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import select
 import sys
+import time
 
 from dbguardian.pipeline import process
 from dbguardian.pipeline.process import Child
@@ -90,12 +92,12 @@ def test_the_fill_wait_returns_at_once_when_the_writer_is_gone() -> None:
     read_end, write_end = os.pipe()
     os.write(write_end, b"x" * 10)
     os.close(write_end)
-    poller = process.select.poll()
-    poller.register(read_end, process.select.POLLIN)
+    poller = select.poll()
+    poller.register(read_end, select.POLLIN)
     try:
-        started = process.time.monotonic()
+        started = time.monotonic()
         process._wait_for_fill(read_end, 1 << 20, poller)
-        assert process.time.monotonic() - started < process.FILL_STEP * 2
+        assert time.monotonic() - started < process.FILL_STEP * 2
         assert process._pipe_bytes(read_end) == 10
     finally:
         os.close(read_end)
