@@ -133,6 +133,18 @@ class _Unsupported(Exception):
     """Not an archive this parser knows; counting stops, the backup goes on."""
 
 
+def head_length(data: bytes | bytearray) -> int | None:
+    """How many bytes the header and TOC of the custom-format archive at the start of ``data`` take
+    (where its data section starts); None when ``data`` ends inside them. Raises ``ValueError`` for
+    anything this parser does not know (another format, version, or compressed data)."""
+    counter = DumpRowCounter()
+    counter._head = bytearray(data)
+    try:
+        return counter._parse_head()
+    except _Unsupported as error:
+        raise ValueError(str(error)) from None
+
+
 class DumpRowCounter:
     """Feed it the archive's bytes in order (:meth:`feed`); then :meth:`counts` has the rows per table."""
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import asyncpg
 
-from dbguardian.catalog import LogicalManifest
+from dbguardian.catalog import LogicalManifest, TableCount
 from dbguardian.dbfacts import quote_ident
 from dbguardian.errors import OperationError, RestoreRefused, UsageError
 from dbguardian.logs import get_logger
@@ -31,8 +31,8 @@ from dbguardian.postgres import ConnectionInfo, connected, connection_info, find
 from dbguardian.progress import Progress
 from dbguardian.restore.hooks import RestoreHooks
 from dbguardian.restore.locate import locate, server_major_of
-from dbguardian.restore.pg_restore import archive, run_pg_restore
-from dbguardian.restore.verify import verify_counts
+from dbguardian.restore.pg_restore import archive, restore_and_check
+from dbguardian.restore.verify import count_restored_rows, counts_verdict
 from dbguardian.scratch import (
     MAX_DB_NAME,
     DatabaseLike,
@@ -117,12 +117,20 @@ async def restore(
         progress = Progress(f"restore {manifest.id}", manifest.objects["dump"].size_bytes)
         # One job streams straight into pg_restore (no copy on disk); parallel jobs need a seekable file.
         spool_dir = policy.state_dir / "tmp" if jobs > 1 else None
+
+        async def count_loaded_rows(info: ConnectionInfo = staging.info) -> list[TableCount]:
+            async with connected(info) as connection:
+                return await count_restored_rows(connection)
+
         async with archive(located, identity=identity, spool_dir=spool_dir, progress=progress) as source:
-            mode = await run_pg_restore(pg_restore.path, staging.info, source, jobs=jobs, no_owner=no_owner)
+            # The rows are counted while pg_restore builds the indexes (restore_and_check).
+            mode, loaded = await restore_and_check(
+                pg_restore.path, staging.info, source, count_loaded_rows, jobs=jobs, no_owner=no_owner
+            )
         if spool_dir is None:
             progress.finish()
         async with connected(staging.info) as connection:
-            verdict = await verify_counts(connection, manifest)
+            verdict = await counts_verdict(connection, manifest, loaded)
         verdict.raise_for_mismatch()
         await swap_into_place(staging, into, exists)
     report = RestoreReport(

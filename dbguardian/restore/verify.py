@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from dbguardian.catalog import LogicalManifest
-from dbguardian.dbfacts import compare_counts, compare_object_counts, count_rows, object_counts
+from dbguardian.catalog import LogicalManifest, TableCount
+from dbguardian.dbfacts import compare_counts, compare_object_counts, count_rows, dumped_tables, object_counts
 from dbguardian.drill import judge
 from dbguardian.errors import VerificationError
 from dbguardian.policy import DrillConfig
@@ -43,7 +43,20 @@ class CountsVerdict:
 
 async def verify_counts(connection: asyncpg.Connection, manifest: LogicalManifest) -> CountsVerdict:
     """Row counts per table and object counts per kind of the connected database, against ``manifest``."""
-    actual = await count_rows(connection)
+    return await counts_verdict(connection, manifest, await count_rows(connection))
+
+
+async def count_restored_rows(connection: asyncpg.Connection) -> list[TableCount]:
+    """Every table's exact row count, the last tables of the dump first: run while pg_restore builds the
+    indexes and constraints (table by table, in dump order), a count waits for the ``ACCESS EXCLUSIVE``
+    lock of a primary key being added, so it starts where pg_restore will arrive last."""
+    return list(reversed(await count_rows(connection, list(reversed(await dumped_tables(connection))))))
+
+
+async def counts_verdict(
+    connection: asyncpg.Connection, manifest: LogicalManifest, actual: list[TableCount]
+) -> CountsVerdict:
+    """``actual`` row counts and the connected database's object counts, against ``manifest``."""
     kinds = await object_counts(connection)
     tables, rows = len(actual), sum(count.rows for count in actual)
     count_problems = compare_counts(manifest.tables, actual)

@@ -229,3 +229,23 @@ def test_a_negative_chunk_length_stops_counting() -> None:
     counter = count(data)
     assert counter.failure == "a data block's chunk length is invalid"
     assert counter.counts() == {}
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.sampled_from([(1, 12), (1, 13), (1, 14), (1, 15), (1, 16)]), st.integers(min_value=0, max_value=64))
+def test_the_head_length_is_where_the_first_data_block_starts(version: tuple[int, int], buffered: int) -> None:
+    entries = sample_entries([[b"1\ta"], [b"2\tb", b"3\tc"]])
+    data = archive(entries, version=version, buffered=buffered)
+    length = dumpcount.head_length(data)
+    assert length is not None and data[length : length + 1] == b"\x01"  # a data block's type byte
+    assert dumpcount.head_length(data[:length]) == length  # the TOC alone is a complete head
+    assert dumpcount.head_length(data[: length - 1]) is None  # one byte short: need more
+    with_no_data = archive([Entry(dump_id=9, desc="SCHEMA", tag="s")], version=version)
+    assert dumpcount.head_length(with_no_data) == len(with_no_data)
+
+
+def test_a_head_this_parser_does_not_know_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="not a pg_dump custom-format archive"):
+        dumpcount.head_length(b"PGDMX" + bytes(100))
+    with pytest.raises(ValueError, match="compressed"):
+        dumpcount.head_length(archive(sample_entries([[b"1"]]), compression=6))
