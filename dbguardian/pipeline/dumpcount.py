@@ -151,6 +151,9 @@ class DumpRowCounter:
     def __init__(self, scanner: Scan | None = None) -> None:
         self._scan = scanner or scan
         self._head = bytearray()  # header + TOC, until parsed
+        # Parsed again from the start only once the buffer has doubled: a TOC of many MB (a schema of
+        # 100,000 tables) arrives in many chunks, and parsing after each would be quadratic.
+        self._parse_at = 0
         self._int_size = 4
         self._offset_size = 8
         self._tables: dict[int, TableData] = {}
@@ -167,13 +170,16 @@ class DumpRowCounter:
         """Why counting stopped early (then only the blocks read before are counted)."""
 
     def feed(self, chunk: bytes) -> None:
-        if self.failure is not None or not chunk:
+        if self.failure is not None or not (chunk or self._in_toc):
             return
         try:
             if self._in_toc:
                 self._head += chunk
+                if len(self._head) < self._parse_at:
+                    return
                 start = self._parse_head()
                 if start is None:
+                    self._parse_at = 2 * len(self._head)
                     return
                 data = bytes(self._head[start:])
                 self._head = bytearray()
@@ -186,6 +192,9 @@ class DumpRowCounter:
 
     def counts(self) -> dict[TableData, int]:
         """Rows per table whose whole data block was read and ended as COPY data ends."""
+        if self._in_toc and self._head and self._parse_at:  # the stream ended before a parse was due
+            self._parse_at = 0
+            self.feed(b"")
         return {self._tables[dump_id]: rows for dump_id, rows in self._rows.items()}
 
     @property

@@ -148,18 +148,31 @@ async def _head(source: Archive) -> tuple[bytes | None, Archive]:
     seen: list[bytes] = []
     buffered = bytearray()
     head: bytes | None = None
+    parse_at = 0  # parsed again only once the buffer doubled (a TOC of many MB comes in many chunks)
+    ended = True
     async for chunk in source:
         seen.append(chunk)
         buffered += chunk
-        try:
-            length = head_length(buffered)
-        except ValueError as error:
-            log.info("restoring in one pg_restore run", reason=str(error))
+        if len(buffered) < parse_at:
+            continue
+        parse_at = 2 * len(buffered)
+        head, done = _parsed_head(buffered)
+        if done:
+            ended = False
             break
-        if length is not None:
-            head = bytes(buffered[:length])
-            break
+    if ended and head is None and buffered:  # the stream ended before a parse was due
+        head, _ = _parsed_head(buffered)
     return head, _chained(seen, source)
+
+
+def _parsed_head(buffered: bytearray) -> tuple[bytes | None, bool]:
+    """The head if ``buffered`` holds it, and whether looking further is useless (found, or unknown)."""
+    try:
+        length = head_length(buffered)
+    except ValueError as error:
+        log.info("restoring in one pg_restore run", reason=str(error))
+        return None, True
+    return (None, False) if length is None else (bytes(buffered[:length]), True)
 
 
 async def _chained(first: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -171,13 +184,16 @@ async def _chained(first: list[bytes], rest: AsyncIterator[bytes]) -> AsyncItera
 
 def _file_head(path: Path) -> bytes | None:
     with path.open("rb") as handle:
-        data = b""
-        while piece := handle.read(HEAD_READ):
-            data += piece
+        data = handle.read(HEAD_READ)
+        while data:
             try:
                 length = head_length(data)
             except ValueError:
                 return None
             if length is not None:
                 return data[:length]
+            more = handle.read(len(data))  # doubling: parsed O(log n) times
+            if not more:
+                return None
+            data += more
     return None

@@ -249,3 +249,32 @@ def test_a_head_this_parser_does_not_know_is_a_value_error() -> None:
         dumpcount.head_length(b"PGDMX" + bytes(100))
     with pytest.raises(ValueError, match="compressed"):
         dumpcount.head_length(archive(sample_entries([[b"1"]]), compression=6))
+
+
+def test_a_long_toc_in_small_pieces_is_parsed_a_few_times_not_once_per_piece(monkeypatch: pytest.MonkeyPatch) -> None:
+    entries = [Entry(dump_id=n, desc="TABLE DATA", tag=f"table_{n}", rows=[b"1"]) for n in range(1, 2001)]
+    data = archive(entries)
+    calls = 0
+    parse = DumpRowCounter._parse_head
+
+    def counting(self: DumpRowCounter) -> int | None:
+        nonlocal calls
+        calls += 1
+        return parse(self)
+
+    monkeypatch.setattr(DumpRowCounter, "_parse_head", counting)
+    counter = count(data, splits=list(range(100, len(data), 100)))
+    assert len(counter.counts()) == 2000 and set(counter.counts().values()) == {1}
+    assert calls <= 20, calls  # the head is hundreds of 100-byte pieces: parsed as the buffer doubles
+
+
+def test_an_archive_that_ends_before_a_parse_was_due_is_still_counted() -> None:
+    # Forty one-row tables: the TOC is most of the archive. After the first feed the next parse is due
+    # at twice its size, which the whole archive never reaches: counts() parses what it has.
+    data = archive([Entry(dump_id=n, desc="TABLE DATA", tag=f"t{n}", rows=[b"x"]) for n in range(1, 41)])
+    head = dumpcount.head_length(data)
+    assert head is not None and len(data) < 2 * (2 * head // 3)
+    counter = DumpRowCounter()
+    counter.feed(data[: 2 * head // 3])
+    counter.feed(data[2 * head // 3 :])
+    assert counter.counts() == {TableData("public", f"t{n}"): 1 for n in range(1, 41)}

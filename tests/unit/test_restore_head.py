@@ -8,12 +8,14 @@ import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dbguardian.pipeline import dumpcount
+from dbguardian.restore import pg_restore
 from dbguardian.restore.pg_restore import _head
-from tests.unit.test_dumpcount import archive, sample_entries
+from tests.unit.test_dumpcount import Entry, archive, sample_entries
 
 DATA = archive(sample_entries([[b"%d\trow" % n for n in range(500)], [b"x"] * 300], large_objects=[b"blob"]))
 
@@ -58,3 +60,18 @@ def test_a_spooled_file_gives_its_head(tmp_path: Path) -> None:
     assert head == DATA[: dumpcount.head_length(DATA)] and source == spooled
     spooled.write_bytes(b"PGDMX" + bytes(10))
     assert asyncio.run(_head(spooled))[0] is None
+
+
+def test_a_long_toc_in_small_pieces_is_parsed_as_the_buffer_doubles(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = archive([Entry(dump_id=n, desc="TABLE DATA", tag=f"table_{n}", rows=[b"1"]) for n in range(1, 2001)])
+    calls = 0
+
+    def counting(buffer: bytes | bytearray) -> int | None:
+        nonlocal calls
+        calls += 1
+        return dumpcount.head_length(buffer)
+
+    monkeypatch.setattr(pg_restore, "head_length", counting)
+    head, rest = head_and_rest(pieces(data, list(range(100, len(data), 100))))
+    assert head == data[: dumpcount.head_length(data)] and rest == data
+    assert calls <= 20, calls
