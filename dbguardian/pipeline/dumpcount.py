@@ -170,21 +170,13 @@ class DumpRowCounter:
         """Why counting stopped early (then only the blocks read before are counted)."""
 
     def feed(self, chunk: bytes) -> None:
-        if self.failure is not None or not (chunk or self._in_toc):
+        if self.failure is not None or not chunk:
             return
         try:
             if self._in_toc:
                 self._head += chunk
-                if len(self._head) < self._parse_at:
-                    return
-                start = self._parse_head()
-                if start is None:
-                    self._parse_at = 2 * len(self._head)
-                    return
-                data = bytes(self._head[start:])
-                self._head = bytearray()
-                self._in_toc = False
-                self._walk(data)
+                if len(self._head) >= self._parse_at:
+                    self._leave_toc()
             else:
                 self._walk(chunk)
         except _Unsupported as error:
@@ -192,10 +184,23 @@ class DumpRowCounter:
 
     def counts(self) -> dict[TableData, int]:
         """Rows per table whose whole data block was read and ended as COPY data ends."""
-        if self._in_toc and self._head and self._parse_at:  # the stream ended before a parse was due
-            self._parse_at = 0
-            self.feed(b"")
+        if self._in_toc and self._head and self.failure is None:  # the stream ended before a parse was due
+            try:
+                self._leave_toc()
+            except _Unsupported as error:
+                self.failure = str(error)
         return {self._tables[dump_id]: rows for dump_id, rows in self._rows.items()}
+
+    def _leave_toc(self) -> None:
+        """Parse the buffered header and TOC; once they are complete, walk the data buffered after them."""
+        start = self._parse_head()
+        if start is None:
+            self._parse_at = 2 * len(self._head)
+            return
+        data = bytes(self._head[start:])
+        self._head = bytearray()
+        self._in_toc = False
+        self._walk(data)
 
     @property
     def tables(self) -> list[TableData]:

@@ -149,7 +149,6 @@ async def _head(source: Archive) -> tuple[bytes | None, Archive]:
     buffered = bytearray()
     head: bytes | None = None
     parse_at = 0  # parsed again only once the buffer doubled (a TOC of many MB comes in many chunks)
-    ended = True
     async for chunk in source:
         seen.append(chunk)
         buffered += chunk
@@ -158,10 +157,10 @@ async def _head(source: Archive) -> tuple[bytes | None, Archive]:
         parse_at = 2 * len(buffered)
         head, done = _parsed_head(buffered)
         if done:
-            ended = False
             break
-    if ended and head is None and buffered:  # the stream ended before a parse was due
-        head, _ = _parsed_head(buffered)
+    else:
+        if buffered:  # the stream ended, maybe before a parse was due
+            head, _ = _parsed_head(buffered)
     return head, _chained(seen, source)
 
 
