@@ -23,7 +23,7 @@ from dbguardian.errors import UsageError
 from dbguardian.pipeline.process import Child
 from dbguardian.policy import Policy
 from dbguardian.postgres import ConnectionInfo, connected, find_tool, major_of, server_major_at
-from dbguardian.restore.locate import locate, server_major_of
+from dbguardian.restore.locate import locate, pg_restore_for
 from dbguardian.restore.logical import staging_name, swap_into_place
 from dbguardian.restore.pg_restore import archive, run_pg_restore
 from dbguardian.scratch import admin_session, database_exists, scratch_database, server_defaults
@@ -143,9 +143,11 @@ async def reset_local(
                 located = await locate(policy, from_target, backup_ref)
                 manifest = located.record.manifest
                 source = f"backup {manifest.id} of {from_target}"
-                pg_restore = await find_tool("pg_restore", server_major_of(manifest.server_version), policy.pg_bin_dirs)
+                pg_restore = await pg_restore_for(manifest, policy.pg_bin_dirs, major)
                 async with archive(located, identity=identity, spool_dir=None) as stream:
-                    await run_pg_restore(pg_restore.path, staging.info, stream, no_owner=True, no_privileges=True)
+                    await run_pg_restore(
+                        pg_restore.path, staging.info, stream, no_owner=True, no_privileges=True, psql=pg_restore.psql
+                    )
                 if anonymize is not None:
                     source += f", anonymized by {anonymize}"
                     await run_sql_files(policy, staging.info, [anonymize], major)

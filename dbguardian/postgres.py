@@ -265,8 +265,15 @@ async def find_tool(name: str, major: int, extra_dirs: list[Path] | None = None)
     if newer:
         log.warning("no exact tool version", program=name, server_major=major, using=newer[0].path)
         return newer[0]
-    seen = ", ".join(f"{tool.path} ({tool.major})" for tool in tools) or "none found"
+    seen = ", ".join(f"{tool.path} ({tool.major})" for tool in tools) or "none"
     raise ToolError(
-        f"no {name} for PostgreSQL {major} (found: {seen}); install the PostgreSQL {major} client "
+        f"no {name} for PostgreSQL {major} or newer (found: {seen}; looked in {_searched(extra_dirs or [])}); "
+        f"an older {name} cannot work with a PostgreSQL {major} server: install the PostgreSQL {major} client "
         f"tools or add their directory to pg_bin_dirs"
     )
+
+
+def _searched(extra_dirs: list[Path]) -> str:
+    """Where :func:`_candidates` looks, for error messages."""
+    places = [f"pg_bin_dirs {', '.join(map(str, extra_dirs))}"] if extra_dirs else ["pg_bin_dirs (none set)"]
+    return ", ".join([*places, "PATH", "/usr/lib/postgresql/*/bin", "/usr/pgsql-*/bin"])

@@ -143,11 +143,24 @@ class ThrowawayCluster:
                 if strict:
                     raise
 
+    @property
+    def psql_path(self) -> Path:
+        """``psql`` beside the server, else the newest one installed: some server builds (the embedded
+        ones from npm) ship initdb, pg_ctl and postgres only, and any psql talks to any server."""
+        beside = self.bin_dir / "psql"
+        if beside.exists():
+            return beside
+        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/psql"), key=lambda p: int(Path(p).parts[-3]))
+        on_path = shutil.which("psql")
+        if found or on_path:
+            return Path(found[-1] if found else str(on_path))
+        raise ToolError(f"no psql beside {self.bin_dir} nor installed; install the PostgreSQL client tools")
+
     def psql(self, sql: str, database: str = "postgres") -> str:
         """Run SQL as the superuser over the unix socket; returns unaligned output."""
         result = self._run(
             [
-                str(self.bin_dir / "psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+                str(self.psql_path), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
                 "-h", str(self.socket_dir), "-p", str(self.port), "-U", SUPERUSER, "-d", database,
             ],
             input=sql,

@@ -12,7 +12,7 @@ the daemon's WAL shipper takes the files from the spool to the storages. A 15+ s
 from __future__ import annotations
 
 import shlex
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -53,9 +53,11 @@ def _quote(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def wal_push_command(policy_path: Path | None, target: str | None) -> str:
-    """The ``archive_command`` for 13–14 (PostgreSQL substitutes ``%p``)."""
-    argv = ["dbguardian"]
+def wal_push_command(policy_path: Path | None, target: str | None, executable: Sequence[str] = ("dbguardian",)) -> str:
+    """The ``archive_command`` for 13–14 (PostgreSQL substitutes ``%p``). ``executable``: how the server's
+    OS user runs dbguardian (:func:`dbguardian.selfexec.dbguardian_executable`: an absolute path, as the
+    archiver's ``PATH`` is the server's)."""
+    argv = list(executable)
     if policy_path is not None:
         argv += ["--policy", str(policy_path)]
     argv.append("wal-push")

@@ -15,6 +15,7 @@ from dbguardian.cli.common import policy_from, run_async
 from dbguardian.errors import UsageError
 from dbguardian.policy import Policy
 from dbguardian.postgres import connected, connection_info
+from dbguardian.selfexec import dbguardian_executable
 from dbguardian.units import format_duration, format_size
 
 
@@ -47,7 +48,7 @@ def setup(ctx: click.Context, target: str) -> None:
 
     settings = run_async(read)
     named_policy = None if policy_path == DEFAULT_POLICY_PATH else policy_path.resolve()
-    push = wal_push_command(named_policy, target if several else None)
+    push = wal_push_command(named_policy, target if several else None, dbguardian_executable())
     advice = advise(settings, wal.spool, wal.rpo_target, wal_push=push)
     missing: list[Advice] = [item for item in advice if not item.ok]
     click.echo(f"# postgresql.conf for target {target} (WAL into the spool {wal.spool})")

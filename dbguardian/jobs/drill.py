@@ -28,8 +28,9 @@ from dbguardian.jobs.outcome import JobContext, JobKind, JobOutcome
 from dbguardian.jobs.pitr_drill import run_pitr_drill
 from dbguardian.logs import get_logger
 from dbguardian.policy import DrillConfig, Policy, TargetConfig
-from dbguardian.postgres import ConnectionInfo, connected, connection_info, find_tool
+from dbguardian.postgres import ConnectionInfo, connected, connection_info, major_of
 from dbguardian.restore import Located, server_major_of
+from dbguardian.restore.locate import pg_restore_for
 from dbguardian.restore.pg_restore import archive, run_pg_restore
 from dbguardian.restore.verify import CheckResult, amcheck, user_checks, verify_counts
 from dbguardian.schedule import JobSpec
@@ -170,19 +171,27 @@ async def _drill(
     manifest = record.manifest
     report.backup_id, report.storage = record.id, storage.name
     identity = config.identity_file if manifest.encryption is not None else None
-    pg_restore = await find_tool("pg_restore", server_major_of(manifest.server_version), policy.pg_bin_dirs)
     async with (
         drill_server(target, config, manifest, server_override) as server,
         admin_session(server) as admin,
         scratch_database(admin, server, scratch_name(target_name, secrets.token_hex(4)), manifest) as scratch,
     ):
+        pg_restore = await pg_restore_for(manifest, policy.pg_bin_dirs, await major_of(admin))
         report.database = scratch.name
         phase = time.monotonic()
         # Spooled, so that fetching and restoring are timed apart (and --jobs can apply).
         async with archive(Located(record, storage), identity=identity, spool_dir=policy.state_dir / "tmp") as spool:
             report.timings["fetch"] = round(time.monotonic() - phase, 3)
             phase = time.monotonic()
-            await run_pg_restore(pg_restore.path, scratch.info, spool, jobs=config.jobs, no_owner=True, no_privileges=True)
+            await run_pg_restore(
+                pg_restore.path,
+                scratch.info,
+                spool,
+                jobs=config.jobs,
+                no_owner=True,
+                no_privileges=True,
+                psql=pg_restore.psql,
+            )
             report.timings["restore"] = round(time.monotonic() - phase, 3)
         phase = time.monotonic()
         report.checks = await _verify(scratch.info, manifest, config)

@@ -19,8 +19,8 @@ from dbguardian.errors import DbguardianError, UsageError
 from dbguardian.migrations.layout import Migration, discover
 from dbguardian.pipeline.process import Child
 from dbguardian.policy import Policy
-from dbguardian.postgres import ConnectionInfo, find_tool, server_major_at
-from dbguardian.restore.locate import locate, server_major_of
+from dbguardian.postgres import ConnectionInfo, find_tool, major_of, server_major_at
+from dbguardian.restore.locate import locate, pg_restore_for
 from dbguardian.restore.pg_restore import archive, run_pg_restore
 from dbguardian.schemadump import changes, dump_schema, unified_diff
 from dbguardian.scratch import admin_session, scratch_database, server_defaults
@@ -95,9 +95,11 @@ async def test_migrations(
             located = await locate(policy, target_name, from_backup)
             manifest = located.record.manifest
             report.base = f"backup {manifest.id} of {target_name}"
-            pg_restore = await find_tool("pg_restore", server_major_of(manifest.server_version), policy.pg_bin_dirs)
+            pg_restore = await pg_restore_for(manifest, policy.pg_bin_dirs, await major_of(admin))
             async with archive(located, identity=identity, spool_dir=None) as source:
-                await run_pg_restore(pg_restore.path, scratch.info, source, no_owner=True, no_privileges=True)
+                await run_pg_restore(
+                    pg_restore.path, scratch.info, source, no_owner=True, no_privileges=True, psql=pg_restore.psql
+                )
         await _run(policy, psql, scratch.info, runnable, report)
         if keep:
             scratch.keep()

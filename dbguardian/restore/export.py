@@ -26,8 +26,7 @@ from dbguardian.files import fsync_dir, open_private
 from dbguardian.pipeline.process import Child
 from dbguardian.pipeline.read import read_verified
 from dbguardian.policy import Policy
-from dbguardian.postgres import find_tool
-from dbguardian.restore.locate import locate, read_options, server_major_of
+from dbguardian.restore.locate import locate, pg_restore_for, read_options
 
 ExportFormat = Literal["custom", "plain"]
 STDOUT = Path("-")
@@ -98,7 +97,7 @@ async def export_backup(
     if globals_only:
         export_format = "plain"  # it is SQL already
     elif export_format == "plain":
-        tool = await find_tool("pg_restore", server_major_of(manifest.server_version), policy.pg_bin_dirs)
+        tool = await pg_restore_for(manifest, policy.pg_bin_dirs)
         chunks = _plain(tool.path, chunks)
     if output == STDOUT:
         size = await _write(chunks, sys.stdout.buffer)

@@ -10,6 +10,7 @@ from typing import TypedDict
 from dbguardian.catalog import Backup, BackupRecord, Catalog, LogicalManifest
 from dbguardian.errors import BackupNotFound, UsageError
 from dbguardian.policy import Policy
+from dbguardian.postgres import find_tool
 from dbguardian.storage import Storage, target_storages
 
 
@@ -35,6 +36,45 @@ def read_options(manifest: LogicalManifest, identity: Path | None) -> ReadOption
 
 def server_major_of(server_version: str) -> int:
     return int(server_version.split(".")[0].split()[0])
+
+
+def archive_major(manifest: LogicalManifest) -> int:
+    """The oldest pg_restore that reads ``manifest``'s archive: the pg_dump that wrote it sets the archive
+    format, and it was at least the source server's major."""
+    return max(server_major_of(manifest.pg_dump_version), server_major_of(manifest.server_version))
+
+
+TRANSACTION_TIMEOUT_FROM = 17
+"""pg_restore from 17 on starts every session with ``SET transaction_timeout = 0``, a setting older
+servers reject: a known trap (a backup taken with newer client tools no longer restores into its own
+server); see :class:`RestoreTool`."""
+
+
+@dataclass(frozen=True)
+class RestoreTool:
+    """pg_restore, and how its output reaches the server."""
+
+    path: str
+    major: int
+    psql: str | None = None
+    """Set when pg_restore is 17 or newer and the server older: pg_restore then writes the restore as a
+    script (``--file=-``) that this psql runs, without that one ``SET`` line
+    (:func:`dbguardian.restore.pg_restore.run_pg_restore`). pg_restore of the server's own major need not read
+    the archive of a newer pg_dump (its format version may be newer), and no option leaves the line out."""
+
+
+async def pg_restore_for(manifest: LogicalManifest, pg_bin_dirs: list[Path], into_major: int | None = None) -> RestoreTool:
+    """pg_restore for ``manifest``'s archive, loaded into a server of ``into_major`` (None: read only).
+
+    The newer of the archive's and the server's majors: a pg_restore reads the archives of every older
+    pg_dump, and a dump of an older server goes into a newer one with the newer one's tools (the upgrade
+    path, docs/guides/upgrade.md)."""
+    major = archive_major(manifest) if into_major is None else max(archive_major(manifest), into_major)
+    tool = await find_tool("pg_restore", major, pg_bin_dirs)
+    if into_major is None or not tool.major >= TRANSACTION_TIMEOUT_FROM > into_major:
+        return RestoreTool(tool.path, tool.major)
+    psql = await find_tool("psql", tool.major, pg_bin_dirs)  # it runs what this pg_restore writes
+    return RestoreTool(tool.path, tool.major, psql.path)
 
 
 async def locate(

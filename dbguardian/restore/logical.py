@@ -27,10 +27,10 @@ from dbguardian.errors import OperationError, RestoreRefused, UsageError
 from dbguardian.logs import get_logger
 from dbguardian.pipeline.encrypt import identity_file
 from dbguardian.policy import Policy
-from dbguardian.postgres import ConnectionInfo, connected, connection_info, find_tool
+from dbguardian.postgres import ConnectionInfo, connected, connection_info, server_major_at
 from dbguardian.progress import Progress
 from dbguardian.restore.hooks import RestoreHooks
-from dbguardian.restore.locate import locate, server_major_of
+from dbguardian.restore.locate import locate, pg_restore_for
 from dbguardian.restore.pg_restore import archive, restore_and_check
 from dbguardian.restore.verify import count_restored_rows, counts_verdict
 from dbguardian.scratch import (
@@ -102,8 +102,8 @@ async def restore(
     manifest = located.record.manifest
     if manifest.encryption is not None:
         identity = identity_file(identity)  # fail before touching any database
-    pg_restore = await find_tool("pg_restore", server_major_of(manifest.server_version), policy.pg_bin_dirs)
     server = server or connection_info(target)
+    pg_restore = await pg_restore_for(manifest, policy.pg_bin_dirs, await server_major_at(server))
     where = server.with_database(into).describe()
     hooks = RestoreHooks(target.hooks, target_name, into, where, manifest.id)
     await hooks.before()
@@ -125,7 +125,7 @@ async def restore(
         async with archive(located, identity=identity, spool_dir=spool_dir, progress=progress) as source:
             # The rows are counted while pg_restore builds the indexes (restore_and_check).
             mode, loaded = await restore_and_check(
-                pg_restore.path, staging.info, source, count_loaded_rows, jobs=jobs, no_owner=no_owner
+                pg_restore.path, staging.info, source, count_loaded_rows, jobs=jobs, no_owner=no_owner, psql=pg_restore.psql
             )
         if spool_dir is None:
             progress.finish()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -73,14 +74,18 @@ async def run_pg_restore(
     no_owner: bool = False,
     no_privileges: bool = False,
     sections: tuple[str, ...] = (),
+    psql: str | None = None,
 ) -> str:
     """Restore ``source`` into ``target``'s database with pg_restore ``tool``; returns how ("stream", "file, N jobs").
-    ``sections``: only these (pg_restore's ``--section``), else all."""
+    ``sections``: only these (pg_restore's ``--section``), else all. ``psql``: pg_restore writes a script
+    that this psql runs (see :class:`dbguardian.restore.locate.RestoreTool`), in one job."""
     argv = [tool, "--no-password", "--exit-on-error", *(f"--section={section}" for section in sections)]
     if no_owner:
         argv.append("--no-owner")
     if no_privileges:
         argv.append("--no-privileges")
+    if psql is not None:
+        return await _as_script(argv, psql, target, source)
     argv.append(f"--dbname={target.database}")
     env = target.libpq_env()
     if isinstance(source, Path):
@@ -104,6 +109,7 @@ async def restore_and_check(
     jobs: int = 1,
     no_owner: bool = False,
     no_privileges: bool = False,
+    psql: str | None = None,
 ) -> tuple[str, T]:
     """Restore ``source`` like :func:`run_pg_restore`, running ``check`` once the data is loaded, while
     pg_restore restores the post-data section. Returns how pg_restore ran and what ``check`` returned.
@@ -111,10 +117,19 @@ async def restore_and_check(
     An archive whose header this module cannot parse is restored in one run, then checked."""
     head, source = await _head(source)
     if head is None:
-        mode = await run_pg_restore(tool, target, source, jobs=jobs, no_owner=no_owner, no_privileges=no_privileges)
+        mode = await run_pg_restore(
+            tool, target, source, jobs=jobs, no_owner=no_owner, no_privileges=no_privileges, psql=psql
+        )
         return mode, await check()
     mode = await run_pg_restore(
-        tool, target, source, jobs=jobs, no_owner=no_owner, no_privileges=no_privileges, sections=("pre-data", "data")
+        tool,
+        target,
+        source,
+        jobs=jobs,
+        no_owner=no_owner,
+        no_privileges=no_privileges,
+        sections=("pre-data", "data"),
+        psql=psql,
     )
     post_data_source: Archive = source if isinstance(source, Path) else _single(head)
     checking = asyncio.create_task(check())
@@ -127,6 +142,7 @@ async def restore_and_check(
             no_owner=no_owner,
             no_privileges=no_privileges,
             sections=("post-data",),
+            psql=psql,
         )
     except BaseException:
         checking.cancel()
@@ -134,6 +150,57 @@ async def restore_and_check(
             await checking
         raise
     return mode, await checking
+
+
+async def _as_script(argv: list[str], psql: str, target: ConnectionInfo, source: Archive) -> str:
+    """pg_restore ``argv`` writing SQL, run by ``psql`` without the prologue's ``SET transaction_timeout``."""
+    env = target.libpq_env()
+    reader = [*argv, "--file=-"] + ([str(source)] if isinstance(source, Path) else [])
+    runner = [psql, "--no-password", "--no-psqlrc", "--quiet", "--set=ON_ERROR_STOP=1", f"--dbname={target.database}"]
+    async with (
+        Child(reader, env=env, stdin=not isinstance(source, Path)) as writer,
+        Child(runner, env=env, stdin=True, stdout=False) as loader,
+    ):
+
+        async def feed_writer() -> None:
+            if not isinstance(source, Path):
+                await feed_program(writer, source)
+
+        async def feed_loader() -> None:
+            await feed_program(loader, without_transaction_timeout(writer.stdout_chunks()))
+
+        async with asyncio.TaskGroup() as group:
+            group.create_task(feed_writer())
+            group.create_task(feed_loader())
+        await writer.wait_checked()
+        await loader.wait_checked()
+    return "script through psql"
+
+
+PROLOGUE_LIMIT = 64 * 1024
+"""A script's prologue (its SET lines) is far shorter; past this, the line is not looked for."""
+_TIMEOUT_LINE = b"\nSET transaction_timeout = 0;\n"
+_FIRST_ENTRY = re.compile(rb"\n-- (?:Data for )?Name: ")
+
+
+async def without_transaction_timeout(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """pg_restore's script with its prologue's ``SET transaction_timeout = 0;`` line left out: the
+    prologue ends at the first entry's ``-- Name:`` comment; everything after it passes untouched (a
+    table's rows may hold that text)."""
+    head: bytearray | None = bytearray()
+    async for chunk in chunks:
+        if head is None:
+            yield chunk
+            continue
+        head += chunk
+        entry = _FIRST_ENTRY.search(head)
+        if entry is None and len(head) < PROLOGUE_LIMIT:
+            continue
+        end = min(entry.start(), PROLOGUE_LIMIT) if entry is not None else PROLOGUE_LIMIT
+        yield bytes(head[:end]).replace(_TIMEOUT_LINE, b"\n", 1) + bytes(head[end:])
+        head = None
+    if head:
+        yield bytes(head[:PROLOGUE_LIMIT]).replace(_TIMEOUT_LINE, b"\n", 1) + bytes(head[PROLOGUE_LIMIT:])
 
 
 async def _single(data: bytes) -> AsyncIterator[bytes]:

@@ -21,10 +21,8 @@ import asyncio
 import contextlib
 import os
 import pwd
-import shlex
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -46,6 +44,7 @@ from dbguardian.postgres import find_tool
 from dbguardian.restore.extract import check_member as check_member
 from dbguardian.restore.extract import extract_stream
 from dbguardian.restore.extract import extract_tar as extract_tar
+from dbguardian.selfexec import dbguardian_executable
 from dbguardian.storage import target_storages
 from dbguardian.throwaway import free_port
 from dbguardian.walfile import PREFETCH_DIR, stop_queue
@@ -276,6 +275,8 @@ class PitrPlan:
     bin_dir: Path
     log_file: Path
     started_at: float = field(default_factory=time.monotonic)
+    psql: Path | None = None
+    """psql for the readiness checks: beside pg_ctl when there is one, else a client of that major or newer."""
 
     def start_command(self) -> str:
         argv = [str(self.bin_dir / "pg_ctl"), "-D", str(self.pgdata), "-l", str(self.log_file), "start"]
@@ -303,23 +304,6 @@ class PitrReport:
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
-
-
-EXECUTABLE_ENV = "DBGUARDIAN_RESTORE_EXECUTABLE"
-
-
-def dbguardian_executable() -> list[str]:
-    """How restore_command runs dbguardian: ``$DBGUARDIAN_RESTORE_EXECUTABLE`` (shell words; for installs
-    where the server's OS user runs dbguardian differently), else the installed script next to this
-    interpreter, else ``python -m dbguardian``."""
-    override = os.environ.get(EXECUTABLE_ENV, "").strip()
-    if override:
-        return shlex.split(override)
-    script = Path(sys.executable).parent / "dbguardian"
-    if script.is_file() and os.access(script, os.X_OK):
-        return [str(script)]
-    found = shutil.which("dbguardian")
-    return [found] if found else [sys.executable, "-m", "dbguardian"]
 
 
 def _as_user(os_user: str | None, argv: list[str]) -> list[str]:
@@ -448,6 +432,9 @@ async def prepare_pitr(
         raise ToolError(
             f"base backup {manifest.id} is PostgreSQL {manifest.pg_version}; found only {pg_ctl.path} ({pg_ctl.major})"
         )
+    psql = Path(pg_ctl.path).parent / "psql"
+    if not psql.exists():  # a server-only build: any psql of this major or newer talks to it
+        psql = Path((await find_tool("psql", manifest.pg_version, policy.pg_bin_dirs)).path)
     stored = manifest.objects.get("base")
     if stored is None:
         raise OperationError(f"base backup {manifest.id} has no 'base' object")
@@ -532,12 +519,13 @@ async def prepare_pitr(
         bin_dir=Path(pg_ctl.path).parent,
         log_file=pgdata / "dbguardian-pitr.log",
         started_at=began,
+        psql=psql,
     )
 
 
 def _psql(plan: PitrPlan, sql: str) -> str | None:
     argv = [
-        str(plan.bin_dir / "psql"), "-X", "-q", "-A", "-t", "-h", str(plan.socket_dir), "-p", str(plan.port),
+        str(plan.psql or plan.bin_dir / "psql"), "-X", "-q", "-A", "-t", "-h", str(plan.socket_dir), "-p", str(plan.port),
         "-d", "postgres", "-c", sql,
     ]  # fmt: skip
     if plan.os_user is not None:

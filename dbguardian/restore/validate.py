@@ -14,9 +14,8 @@ from dbguardian.pipeline.encrypt import IDENTITY_ENV
 from dbguardian.pipeline.process import Child
 from dbguardian.pipeline.read import feed_program, read_verified, stored_bytes
 from dbguardian.policy import Policy
-from dbguardian.postgres import find_tool
 from dbguardian.progress import Progress
-from dbguardian.restore.locate import locate, read_options, server_major_of
+from dbguardian.restore.locate import locate, pg_restore_for, read_options
 
 log = get_logger("dbguardian.restore")
 
@@ -59,7 +58,7 @@ async def validate(
             async for _ in stored_bytes(located.storage, item, progress if item is stored else None):
                 pass
     else:
-        pg_restore = await find_tool("pg_restore", server_major_of(manifest.server_version), policy.pg_bin_dirs)
+        pg_restore = await pg_restore_for(manifest, policy.pg_bin_dirs)
         async with Child([pg_restore.path, "--list"], stdin=True) as child:
             listing: list[bytes] = []
 

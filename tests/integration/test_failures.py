@@ -250,9 +250,11 @@ def test_full_disk(pg: Postgres, database: str, make_policy: PolicyFactory, tmp_
         subprocess.run(["umount", str(mount)], check=True)
 
 
-def test_only_older_tool_is_refused() -> None:
-    with pytest.raises(ToolError, match=r"no pg_dump for PostgreSQL 99 \(found: .*pg_dump \(15\)"):
-        asyncio.run(find_tool("pg_dump", 99))
+def test_only_older_tool_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ToolError, match=r"no pg_dump for PostgreSQL 99 or newer \(found: .*pg_dump \(15\)") as refused:
+        asyncio.run(find_tool("pg_dump", 99, [tmp_path]))
+    # Where it looked, so the operator knows which directory to fix.
+    assert f"looked in pg_bin_dirs {tmp_path}, PATH, /usr/lib/postgresql/*/bin" in str(refused.value)
 
 
 def test_unreachable_server_unix_socket(database: str, make_policy: PolicyFactory, tmp_path: Path) -> None:

@@ -63,6 +63,9 @@ def test_13_and_14_use_wal_push_and_15_accepts_it_too() -> None:
 def test_the_archive_command_names_policy_and_target_only_when_needed() -> None:
     assert wal_push_command(None, None) == "dbguardian wal-push %p"
     assert wal_push_command(Path("/etc/x y.yaml"), "app") == "dbguardian --policy '/etc/x y.yaml' wal-push --target app %p"
+    # The archiver runs it with the server's PATH: `wal setup` names the executable by its absolute path.
+    wrapped = wal_push_command(None, None, ["/opt/dbg env/bin/dbguardian"])
+    assert wrapped == "'/opt/dbg env/bin/dbguardian' wal-push %p"
 
 
 def test_a_quote_in_the_spool_path_is_doubled() -> None:
