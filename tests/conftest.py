@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 BACKUP_ROLE = "backup"
 
-_SLOW_DIRECTORIES = ("integration", "e2e", "storage")
+_SLOW_DIRECTORIES = ("integration", "e2e", "storage", "versions")
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
