@@ -19,8 +19,9 @@ import asyncio
 import contextlib
 import re
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import asyncpg
@@ -190,9 +191,12 @@ async def scratch_database(
 
 
 @contextlib.asynccontextmanager
-async def throwaway_server(major: int, prefix: str = "dbg-scratch-") -> AsyncIterator[ConnectionInfo]:
-    """A fresh local PostgreSQL ``major`` cluster in ``/tmp/<prefix>…`` (initdb, start); stopped and removed on exit."""
-    bin_dir = find_server_bin(major)
+async def throwaway_server(
+    major: int, prefix: str = "dbg-scratch-", pg_bin_dirs: Sequence[Path] = ()
+) -> AsyncIterator[ConnectionInfo]:
+    """A fresh local PostgreSQL ``major`` cluster (or the oldest newer one installed: see
+    :func:`find_server_bin`) in ``/tmp/<prefix>…`` (initdb, start); stopped and removed on exit."""
+    bin_dir = await asyncio.to_thread(find_server_bin, major, pg_bin_dirs)
     cluster = ThrowawayCluster(short_tempdir(prefix), bin_dir=bin_dir)
     try:
         await asyncio.to_thread(cluster.start)

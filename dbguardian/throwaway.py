@@ -11,11 +11,13 @@ from __future__ import annotations
 import glob
 import os
 import pwd
+import re
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,17 +26,50 @@ from dbguardian.errors import ToolError
 SUPERUSER = "postgres"
 
 
-def find_server_bin(preferred_major: int | None = None) -> Path:
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[-3]))
-    if preferred_major is not None:
-        exact = [c for c in candidates if Path(c).parts[-3] == str(preferred_major)]
-        candidates = exact or candidates
+def find_server_bin(preferred_major: int | None = None, extra_dirs: Sequence[Path] = ()) -> Path:
+    """The directory of ``initdb``, ``pg_ctl`` and ``postgres``: of ``preferred_major`` when one is installed
+    (``extra_dirs``, the policy's ``pg_bin_dirs``, first), else the oldest newer major (a newer server
+    restores an older one's dump), never an older one; without a major, the newest there is."""
+    found: list[tuple[int, Path]] = []
+    for directory in extra_dirs:
+        major = _server_major(directory)
+        if major is not None:
+            found.append((major, directory))
+    for initdb in glob.glob("/usr/lib/postgresql/*/bin/initdb"):
+        if Path(initdb).parts[-3].isdigit():
+            found.append((int(Path(initdb).parts[-3]), Path(initdb).parent))
     on_path = shutil.which("initdb")
-    if not candidates and on_path:
-        candidates.append(str(Path(on_path).resolve()))
-    if not candidates:
+    if on_path:
+        directory = Path(on_path).resolve().parent
+        major = _server_major(directory)
+        if major is not None:
+            found.append((major, directory))
+    if not found:
         raise ToolError("no PostgreSQL server binaries found (initdb); install postgresql-15 or similar")
-    return Path(candidates[-1]).parent
+    if preferred_major is not None:
+        exact = [item for item in found if item[0] == preferred_major]
+        newer = [item for item in found if item[0] > preferred_major]
+        if not exact and not newer:
+            seen = ", ".join(f"{directory} ({major})" for major, directory in found)
+            raise ToolError(
+                f"no PostgreSQL {preferred_major} server or newer (found: {seen}); an older server cannot load "
+                f"its data: install the PostgreSQL {preferred_major} server or add its directory to pg_bin_dirs"
+            )
+        return min(exact or newer, key=lambda item: item[0])[1]  # stable: pg_bin_dirs first within a major
+    return max(found, key=lambda item: item[0])[1]
+
+
+def _server_major(directory: Path) -> int | None:
+    """The major of the server in ``directory`` (``postgres --version``), None if there is none."""
+    postgres = directory / "postgres"
+    if not (directory / "initdb").is_file() or not postgres.is_file():
+        return None
+    try:
+        out = subprocess.run([str(postgres), "--version"], capture_output=True, text=True, timeout=10, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = re.search(r"\(PostgreSQL\) (\d+)", out)
+    return int(match.group(1)) if match else None
 
 
 def free_port() -> int:

@@ -17,6 +17,7 @@ import yaml
 
 from dbguardian.cli.demo import load_sample_data
 from dbguardian.throwaway import ThrowawayCluster, short_tempdir
+from tests.support.majors import lane_major, lane_server_bin, newest_client_bin
 
 if TYPE_CHECKING:
     from tests.support.daemon import DaemonProcess
@@ -26,6 +27,13 @@ if TYPE_CHECKING:
 BACKUP_ROLE = "backup"
 
 _SLOW_DIRECTORIES = ("integration", "e2e", "storage", "versions")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """In the PostgreSQL 18 lane (scripts/test), its client tools come first on PATH, where dbguardian's
+    tool discovery looks (15's stay where Debian put them)."""
+    if lane_major() != 15:
+        os.environ["PATH"] = f"{newest_client_bin()}{os.pathsep}{os.environ.get('PATH', '')}"
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
@@ -58,7 +66,7 @@ class Postgres:
 @pytest.fixture(scope="session")
 def pg() -> Iterator[Postgres]:
     base = short_tempdir("dbgt-")
-    cluster = ThrowawayCluster(base / "pg").start()
+    cluster = ThrowawayCluster(base / "pg", bin_dir=lane_server_bin()).start()
     password = secrets.token_urlsafe(12)
     password_file = base / "backup.password"
     password_file.write_text(password + "\n")

@@ -12,7 +12,7 @@ import json
 import random
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -86,7 +86,11 @@ def _drill_connection(target: TargetConfig, config: DrillConfig) -> ConnectionIn
 
 @contextlib.asynccontextmanager
 async def drill_server(
-    target: TargetConfig, config: DrillConfig, manifest: LogicalManifest, server: ConnectionInfo | None = None
+    target: TargetConfig,
+    config: DrillConfig,
+    manifest: LogicalManifest,
+    server: ConnectionInfo | None = None,
+    pg_bin_dirs: Sequence[Path] = (),
 ) -> AsyncIterator[ConnectionInfo]:
     """Where the drill restores: ``server`` (``drill --dsn``), the target's (or drill.dsn's) server, or a
     throw-away local cluster."""
@@ -96,7 +100,8 @@ async def drill_server(
     if config.mode == "server":
         yield _drill_connection(target, config)
         return
-    async with throwaway_server(server_major_of(manifest.server_version), prefix="dbg-drill-") as server:
+    major = server_major_of(manifest.server_version)
+    async with throwaway_server(major, prefix="dbg-drill-", pg_bin_dirs=pg_bin_dirs) as server:
         yield server
 
 
@@ -172,7 +177,7 @@ async def _drill(
     report.backup_id, report.storage = record.id, storage.name
     identity = config.identity_file if manifest.encryption is not None else None
     async with (
-        drill_server(target, config, manifest, server_override) as server,
+        drill_server(target, config, manifest, server_override, policy.pg_bin_dirs) as server,
         admin_session(server) as admin,
         scratch_database(admin, server, scratch_name(target_name, secrets.token_hex(4)), manifest) as scratch,
     ):

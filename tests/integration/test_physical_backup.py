@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tarfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -29,10 +30,10 @@ from dbguardian.policy import load_policy
 from dbguardian.storage import LocalStorage
 from dbguardian.throwaway import ThrowawayCluster, free_port, short_tempdir
 from tests.conftest import PolicyFactory, backup_dir, cli_env, run_cli
+from tests.support.majors import lane_bin, lane_major, lane_server_bin
 from tests.support.walcluster import WalCluster
 
 SEGMENT = 16 * 1024 * 1024
-BIN = "/usr/lib/postgresql/15/bin"
 
 
 def physical_backup(policy: Path, *args: str) -> str:
@@ -63,12 +64,19 @@ def stored_wal(root: Path) -> list[str]:
     return [item.name for item in asyncio.run(list_wal(LocalStorage("local", root), "app"))]
 
 
-COUNT_SQL = (
-    "SELECT string_agg(format('%s=%s', c.relname, (xpath('/row/n/text()', query_to_xml("
-    "format('SELECT count(*) AS n FROM %I.%I', n.nspname, c.relname), false, true, '')))[1]::text), ',' "
-    "ORDER BY n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-    "WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
+COUNTS_QUERY_SQL = (
+    "SELECT string_agg(format('SELECT %s AS i, %L AS name, count(*) AS n FROM %I.%I', i, relname, nspname, relname), "
+    "' UNION ALL ') FROM (SELECT row_number() OVER (ORDER BY n.nspname, c.relname) AS i, n.nspname, c.relname "
+    "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')) t"
 )
+
+
+def table_counts(psql: Callable[[str, str], str]) -> str:
+    """``table=rows`` of every user table, in order (two queries: some servers lack the XML functions a
+    single query would need)."""
+    union = psql(COUNTS_QUERY_SQL, "app")
+    return psql(f"SELECT string_agg(name || '=' || n, ',' ORDER BY i) FROM ({union}) s", "app")
 
 
 def extract(tar_bytes: bytes) -> Path:
@@ -79,7 +87,7 @@ def extract(tar_bytes: bytes) -> Path:
     with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as archive:
         archive.extractall(data, filter="tar")
     verify = subprocess.run(
-        [f"{BIN}/pg_verifybackup", "--no-parse-wal", str(data)], capture_output=True, text=True, check=False
+        [lane_bin("pg_verifybackup"), "--no-parse-wal", str(data)], capture_output=True, text=True, check=False
     )
     assert verify.returncode == 0, verify.stderr + verify.stdout
     return data
@@ -102,19 +110,19 @@ def start_restored(data: Path, wal: dict[str, bytes], owner_of: Path) -> Throwaw
             os.chown(Path(root) / name, owner.st_uid, owner.st_gid)
     data.chmod(0o700)
     os_user = pwd.getpwuid(owner.st_uid).pw_name if os.geteuid() == 0 else None
-    return ThrowawayCluster(base, port=port, os_user=os_user).start()
+    return ThrowawayCluster(base, port=port, os_user=os_user, bin_dir=lane_server_bin()).start()
 
 
 def test_physical_backup_streams_the_cluster_waits_for_its_wal_and_starts_again(
     wal_cluster: WalCluster, tmp_path: Path
 ) -> None:
     policy = wal_cluster.policy(tmp_path)
-    before = wal_cluster.psql(COUNT_SQL, "app")
+    before = table_counts(wal_cluster.psql)
     assert before.count("=") >= 3, before
     backup_id = physical_backup(policy, "--physical")
 
     manifest = manifest_of(policy, backup_id)
-    assert (manifest.kind, manifest.tier, manifest.timeline, manifest.pg_version) == ("physical", "manual", 1, 15)
+    assert (manifest.kind, manifest.tier, manifest.timeline, manifest.pg_version) == ("physical", "manual", 1, lane_major())
     assert parse_lsn(manifest.start_lsn) < parse_lsn(manifest.stop_lsn)
     assert manifest.system_identifier == wal_cluster.psql("SELECT system_identifier FROM pg_control_system()")
     assert manifest.database == "app" and manifest.storage == ["local"]
@@ -156,7 +164,7 @@ def test_physical_backup_streams_the_cluster_waits_for_its_wal_and_starts_again(
     data = extract(tar_bytes)
     restored = start_restored(data, wal, wal_cluster.spool)
     try:
-        assert restored.psql(COUNT_SQL, "app") == before
+        assert table_counts(restored.psql) == before
     finally:
         restored.stop()
         shutil.rmtree(restored.base, ignore_errors=True)

@@ -20,9 +20,9 @@ import pytest
 
 from dbguardian.throwaway import free_port, short_tempdir
 from tests.conftest import run_cli
+from tests.support.majors import lane_bin
 from tests.support.walcluster import WalCluster
 
-BIN = "/usr/lib/postgresql/15/bin"
 CHECKSUM = "SELECT coalesce(md5(string_agg(t::text, ',' ORDER BY id)), 'none') FROM t"
 OS_USER = "postgres"
 
@@ -59,7 +59,7 @@ class Restored:
         self.pgdata = Path(str(report["pgdata"]))
 
     def psql(self, sql: str, database: str = "app") -> str:
-        argv = [f"{BIN}/psql", "-X", "-A", "-t", "-h", str(self.report["socket_dir"]), "-p", str(self.report["port"])]
+        argv = [lane_bin("psql"), "-X", "-A", "-t", "-h", str(self.report["socket_dir"]), "-p", str(self.report["port"])]
         result = subprocess.run(
             as_server_user([*argv, "-U", "postgres", "-d", database, "-c", sql]), capture_output=True, text=True, check=False
         )
@@ -68,7 +68,7 @@ class Restored:
 
     def stop(self) -> None:
         subprocess.run(
-            as_server_user([f"{BIN}/pg_ctl", "-D", str(self.pgdata), "-m", "immediate", "stop"]),
+            as_server_user([lane_bin("pg_ctl"), "-D", str(self.pgdata), "-m", "immediate", "stop"]),
             capture_output=True,
             check=False,
         )

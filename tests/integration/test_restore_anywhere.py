@@ -19,6 +19,7 @@ from dbguardian.dbfacts import content_checksums
 from dbguardian.postgres import ConnectionInfo, connected
 from dbguardian.throwaway import ThrowawayCluster, short_tempdir
 from tests.conftest import PolicyFactory, Postgres, run_cli
+from tests.support.majors import lane_server_bin
 from tests.support.pg import backup, checksums, listed
 
 RESTORER = "restorer"
@@ -79,7 +80,7 @@ def test_before_picks_the_newest_backup_taken_then_or_earlier(
 def second_server() -> Iterator[tuple[ThrowawayCluster, str]]:
     """Another PostgreSQL 15 (the new host of a disaster recovery), with a login role that may create databases."""
     base = short_tempdir("dbgt2-")
-    cluster = ThrowawayCluster(base / "pg").start()
+    cluster = ThrowawayCluster(base / "pg", bin_dir=lane_server_bin()).start()
     password = secrets.token_urlsafe(12)
     cluster.create_role(RESTORER, password)
     try:

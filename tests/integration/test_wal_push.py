@@ -15,6 +15,7 @@ import click
 import pytest
 
 from dbguardian.throwaway import ThrowawayCluster, short_tempdir
+from tests.support.majors import lane_server_bin
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -40,7 +41,7 @@ def archiver_python(cluster: ThrowawayCluster, lib: Path) -> str:
 def archiving() -> Iterator[tuple[ThrowawayCluster, Path]]:
     """A throw-away cluster archiving through `wal-push` into a spool it creates (0700) itself."""
     base = short_tempdir("dbgw-")
-    cluster = ThrowawayCluster(base / "pg").start()
+    cluster = ThrowawayCluster(base / "pg", bin_dir=lane_server_bin()).start()
     spool = cluster.base / "wal-spool" / "app"  # cluster.base belongs to the server's OS user
     try:
         lib = base / "pylib"

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 OTHER_MAJORS = (13, 14, 16, 17, 18)
@@ -39,3 +40,23 @@ def server_bin(major: int) -> Path:
 def newest_client_bin() -> Path:
     """The newest client tools (pg_dump, pg_restore, pg_basebackup, psql, pg_combinebackup): PostgreSQL 18."""
     return server_bin(NEWEST)
+
+
+LANE_ENV = "DBGUARDIAN_TEST_PG_MAJOR"
+"""Set (to 18) by scripts/test for its second lane: the suite's own servers are of that major, and its
+client tools come first on PATH, where the tool discovery finds them."""
+
+
+def lane_major() -> int:
+    return int(os.environ.get(LANE_ENV) or 15)
+
+
+def lane_server_bin() -> Path:
+    """The server the suite's fixtures start: PostgreSQL 15 from Debian, or the lane's major."""
+    return server_bin(lane_major())
+
+
+def lane_bin(program: str) -> str:
+    """A server-side program (pg_ctl, pg_verifybackup, psql) of the lane's major, else of the newest tools."""
+    path = lane_server_bin() / program
+    return str(path if path.exists() else newest_client_bin() / program)

@@ -20,6 +20,7 @@ import yaml
 
 from dbguardian.cli.demo import load_sample_data
 from dbguardian.throwaway import ThrowawayCluster, free_port, short_tempdir
+from tests.support.majors import lane_server_bin
 
 BACKUP_ROLE = "backup"
 DATABASE = "app"
@@ -87,7 +88,7 @@ class WalCluster:
 def make_template() -> Path:
     """initdb once: a data directory (stopped) with a backup role that may replicate."""
     base = short_tempdir("dbgwt-")
-    cluster = ThrowawayCluster(base / "pg").start()
+    cluster = ThrowawayCluster(base / "pg", bin_dir=lane_server_bin()).start()
     cluster.psql(f'CREATE ROLE "{BACKUP_ROLE}" LOGIN CREATEDB REPLICATION')
     cluster.stop(strict=True, mode="fast")  # a clean shutdown: copies of it start without crash recovery
     return base / "pg"
@@ -120,7 +121,7 @@ def start_wal_cluster(template: Path) -> WalCluster:
     ]
     conf.write_text("\n".join(lines) + "\n")
     os_user = pwd.getpwuid(owner.st_uid).pw_name if os.geteuid() == 0 else None
-    cluster = ThrowawayCluster(pg_dir, port=port, os_user=os_user).start()
+    cluster = ThrowawayCluster(pg_dir, port=port, os_user=os_user, bin_dir=lane_server_bin()).start()
     password = secrets.token_urlsafe(12)
     password_file = base / "backup.password"
     password_file.write_text(password + "\n")
