@@ -6,7 +6,8 @@ Deleting is a separate step (``jobs/prune.py``). Invariants, each property-teste
 - a target never drops below ``min_keep`` valid backups;
 - nothing is deleted while the target's latest backup attempt failed;
 - only the given target's backups are ever decided on;
-- planning again over what is left deletes nothing more.
+- planning again over what is left deletes nothing more;
+- no backup that a kept incremental base backup depends on (its chain down to a full) is deleted.
 
 Decisions are made per storage, so a backup can be kept off-site and expire locally.
 """
@@ -14,9 +15,10 @@ Decisions are made per storage, so a backup can be kept off-site and expire loca
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
+from dbguardian.chains import needed_by
 from dbguardian.units import format_duration
 
 
@@ -26,6 +28,8 @@ class BackupFacts:
     target: str
     tier: str
     started_at: datetime
+    parent: str | None = None
+    """An incremental base backup's parent (the backup it was taken against); None for the others."""
 
 
 @dataclass(frozen=True)
@@ -82,7 +86,18 @@ def plan(
             decide(False, f"kept: within keep {keep_count} of tier {backup.tier}")
         else:
             decide(False, "kept: no rule removes it")
-    return decisions
+    return _keep_chains(decisions, {backup.id: backup.parent for backup in mine})
+
+
+def _keep_chains(decisions: list[Decision], parents: Mapping[str, str | None]) -> list[Decision]:
+    """Keep every backup that a kept incremental needs to be restored (``chains.needed_by``)."""
+    needed = needed_by((d.backup_id for d in decisions if not d.delete), parents)
+    return [
+        replace(decision, delete=False, reason=f"kept: incremental {needed[decision.backup_id]} is based on it")
+        if decision.delete and decision.backup_id in needed
+        else decision
+        for decision in decisions
+    ]
 
 
 def _whole(age: timedelta) -> timedelta:

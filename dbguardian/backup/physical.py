@@ -45,6 +45,7 @@ import asyncpg
 
 from dbguardian import __version__
 from dbguardian.backup.codec import compression_stage, encryption_stage
+from dbguardian.backup.incremental import Parent, incremental_parent, keep_backup_manifest
 from dbguardian.backup.logical import (
     PartialBackup,
     clean_leftovers,
@@ -55,7 +56,15 @@ from dbguardian.backup.logical import (
 )
 from dbguardian.catalog import keys
 from dbguardian.catalog.archive import find_wal
-from dbguardian.catalog.manifest import Compression, Encryption, PhysicalManifest, StoredObject
+from dbguardian.catalog.manifest import (
+    INCREMENTAL_FORMAT,
+    WRITTEN_FORMAT,
+    Compression,
+    Encryption,
+    PhysicalManifest,
+    StoredObject,
+)
+from dbguardian.catalog.service import Catalog
 from dbguardian.catalog.wal import check_segment_size, format_lsn, parse_lsn, required_segments, segment_of_lsn
 from dbguardian.errors import OperationError
 from dbguardian.logs import get_logger
@@ -73,8 +82,9 @@ Clock = Callable[[], datetime]
 
 BLOCK = 512
 LABEL_PREFIX = "dbguardian "
-MANIFEST_TAIL = 64 * 1024
-"""How much of ``backup_manifest``'s end is kept: its ``WAL-Ranges`` come last, after one line per file."""
+MANIFEST_KEPT = 64 * 1024 * 1024
+"""How much of ``backup_manifest`` is kept: all of it (a line per file: ~20 MB for 100,000 files), which
+the next incremental is based on; of a larger one only its end, where the ``WAL-Ranges`` are."""
 SMALL_FILE = 64 * 1024
 POLL_FIRST = 0.5
 POLL_MAX = 5.0
@@ -539,6 +549,7 @@ async def _stream_base(
     progress: Progress,
     *,
     clock: Clock,
+    parent: Parent | None = None,
 ) -> _Streamed:
     tool = await find_tool("pg_basebackup", major, policy.pg_bin_dirs)
     argv = [
@@ -551,7 +562,9 @@ async def _stream_base(
         "--no-password",
         "--verbose",
     ]
-    scanner = TarScanner({"backup_label": SMALL_FILE, "PG_VERSION": 64, "backup_manifest": MANIFEST_TAIL})
+    if parent is not None:
+        argv.append(f"--incremental={parent.backup_manifest}")
+    scanner = TarScanner({"backup_label": SMALL_FILE, "PG_VERSION": 64, "backup_manifest": MANIFEST_KEPT})
     tripped: list[bool] = []
     async with Child(argv, env=info.libpq_env()) as child:
         watchdog = asyncio.create_task(_watch_archive_wait(child, wal.wait_for_wal.total_seconds(), tripped))
@@ -634,6 +647,17 @@ async def backup_cluster(
                 raise OperationError(f"cannot take a base backup of {target_name!r}: " + "; ".join(problems))
             facts = await _server_facts(connection)
             progress = Progress(f"base backup {target_name}", facts.cluster_size or None)
+            parent = None
+            if target.tier_incremental(tier):
+                parent = await incremental_parent(
+                    connection,
+                    facts.major,
+                    facts.system_identifier,
+                    await Catalog(all_storages).backups(target_name),
+                    [storage.name for storage in all_storages],
+                    policy.state_dir,
+                    target_name,
+                )
             streamed = await _stream_base(
                 policy,
                 target,
@@ -645,6 +669,7 @@ async def backup_cluster(
                 keys.base_key(target_name, backup_id, suffix),
                 progress,
                 clock=clock,
+                parent=parent,
             )
             failures.update(streamed.result.failures)
             storages = [storage for storage in storages if storage.name in streamed.result.committed]
@@ -697,6 +722,9 @@ async def backup_cluster(
             timeline=position.timeline,
             system_identifier=facts.system_identifier,
             pg_version=pg_version,
+            format=WRITTEN_FORMAT if parent is None else INCREMENTAL_FORMAT,
+            incremental_of=None if parent is None else parent.manifest.id,
+            chain=[] if parent is None else parent.chain,
         )
     except BaseException:
         # Nothing of a failed run may stay behind, committed object or not.
@@ -705,6 +733,9 @@ async def backup_cluster(
 
     manifest = await commit_everywhere(manifest, storages, all_storages, failures, "base backup")
     progress.finish()
+    kept = streamed.scanner.captured["backup_manifest"]
+    if len(kept) == streamed.scanner.sizes.get("backup_manifest"):  # whole: a next incremental may build on it
+        await asyncio.to_thread(keep_backup_manifest, policy.state_dir, target_name, backup_id, kept)
     log.info(
         "base backup committed",
         target=target_name,

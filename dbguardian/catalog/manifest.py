@@ -4,12 +4,15 @@ A backup exists only where its manifest exists; the manifest is written last, af
 names is durable. It says what kind of backup it is:
 
 - ``logical``: pg_dump custom-format archive (plus optional globals), restored into a staging database.
-- ``physical``: a base backup plus the WAL range it needs (defined and validated here; not written yet).
+- ``physical``: a base backup plus the WAL range it needs; an incremental one also names the backups it
+  is based on (``incremental_of``, ``chain``).
 
 Formats (``format``): 1 — written by dbguardian 0.1, logical only, no ``kind``; 2 — ``kind`` names the
-backup kind. A reader accepts every format up to :data:`MANIFEST_FORMAT` and refuses newer ones with
-:class:`UnsupportedManifestFormat`: a newer writer may have changed what fields mean, and guessing could
-restore the wrong thing. Compression and encryption keep the JSON shape format 1 gave them.
+backup kind; 3 — an incremental base backup (written for those only, so that a dbguardian that does not
+know incrementals refuses them instead of restoring one without its chain). A reader accepts every
+format up to :data:`MANIFEST_FORMAT` and refuses newer ones with :class:`UnsupportedManifestFormat`: a
+newer writer may have changed what fields mean, and guessing could restore the wrong thing. Compression
+and encryption keep the JSON shape format 1 gave them.
 """
 
 from __future__ import annotations
@@ -26,8 +29,11 @@ from dbguardian.catalog.wal import parse_lsn
 from dbguardian.errors import OperationError
 from dbguardian.policy.target import SAFETY_TIER as SAFETY_TIER  # the catalog's callers name it here
 
-MANIFEST_FORMAT = 2
-"""The newest manifest format this code reads and the one it writes."""
+MANIFEST_FORMAT = 3
+"""The newest manifest format this code reads."""
+WRITTEN_FORMAT = 2
+"""The format of every manifest written, but an incremental base backup's (:data:`INCREMENTAL_FORMAT`)."""
+INCREMENTAL_FORMAT = 3
 
 Kind = Literal["logical", "physical"]
 
@@ -86,7 +92,7 @@ class BaseManifest(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    format: int = MANIFEST_FORMAT
+    format: int = WRITTEN_FORMAT
     kind: Kind
     id: str
     target: str
@@ -192,6 +198,11 @@ class PhysicalManifest(BaseManifest):
     """The cluster's pg_control system identifier (a 64-bit number, kept as text: JSON readers lose digits)."""
     pg_version: int = Field(ge=10)
     """The data directory's major version (its ``PG_VERSION`` file); the server that restores must match."""
+    incremental_of: str | None = None
+    """An incremental base backup (PostgreSQL 17+): the backup it was taken against (full or incremental)."""
+    chain: list[str] = Field(default_factory=list)
+    """An incremental's whole chain, the full backup first and ``incremental_of`` last: what a restore combines
+    (``pg_combinebackup``) before this one. Empty for a full base backup."""
 
     @field_validator("start_lsn", "stop_lsn")
     @classmethod
@@ -205,6 +216,15 @@ class PhysicalManifest(BaseManifest):
             raise ValueError(f"stop_lsn {self.stop_lsn} is before start_lsn {self.start_lsn}")
         if self.format < 2:
             raise ValueError("physical backups need manifest format 2 or newer")
+        if self.incremental_of is not None:
+            if self.format < INCREMENTAL_FORMAT:
+                raise ValueError(f"incremental base backups need manifest format {INCREMENTAL_FORMAT} or newer")
+            if not self.chain or self.chain[-1] != self.incremental_of or self.id in self.chain:
+                raise ValueError(f"chain {self.chain} does not end with incremental_of {self.incremental_of}")
+            if not all(keys.is_backup_id(link) for link in self.chain):
+                raise ValueError(f"chain {self.chain} holds something that is not a backup id")
+        elif self.chain:
+            raise ValueError("a full base backup has no chain")
         return self
 
     @property

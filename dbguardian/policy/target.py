@@ -33,6 +33,16 @@ class ScheduleConfig(Trigger):
 
     keep: int | None = Field(default=None, ge=1)
     kind: BackupKind = "logical"
+    incremental: bool = False
+    """A physical tier of incremental base backups (PostgreSQL 17+, ``summarize_wal = on``): each is taken
+    against the newest base backup before it and restored with its chain (``pg_combinebackup``). A server
+    without WAL summaries gets a full base backup and a warning."""
+
+    @model_validator(mode="after")
+    def _incremental_is_physical(self) -> ScheduleConfig:
+        if self.incremental and self.kind != "physical":
+            raise ValueError("incremental: true needs kind: physical (incremental base backups; pg_dump has none)")
+        return self
 
 
 class StorageRetentionConfig(StrictModel):
@@ -109,6 +119,10 @@ class TargetConfig(HasSecrets, StrictModel):
 
     def physical_tiers(self) -> list[str]:
         return [tier for tier, schedule in self.schedules.items() if schedule.kind == "physical"]
+
+    def tier_incremental(self, tier: str) -> bool:
+        schedule = self.schedules.get(tier)
+        return schedule is not None and schedule.incremental
 
     def tier_kind(self, tier: str) -> BackupKind:
         """The kind of backup a tier takes; ``manual`` and ``safety`` are logical unless asked otherwise."""

@@ -36,13 +36,10 @@ from dbguardian.catalog.archive import ArchivedWal, list_wal, newest_segment
 from dbguardian.catalog.wal import DEFAULT_SEGMENT_SIZE, format_lsn, parse_lsn, parse_segment_name, segment_of_lsn
 from dbguardian.errors import BackupNotFound, OperationError, RestoreRefused, ToolError, UsageError
 from dbguardian.logs import get_logger
-from dbguardian.pipeline.encrypt import decrypt_stream, identity_file
-from dbguardian.pipeline.read import stored_bytes
-from dbguardian.pipeline.stages import decompressor
 from dbguardian.policy import DEFAULT_POLICY_PATH, Policy
 from dbguardian.postgres import find_tool
+from dbguardian.restore.combine import chain_on, combine_chain, extract_one
 from dbguardian.restore.extract import check_member as check_member
-from dbguardian.restore.extract import extract_stream
 from dbguardian.restore.extract import extract_tar as extract_tar
 from dbguardian.selfexec import dbguardian_executable
 from dbguardian.storage import target_storages
@@ -424,7 +421,8 @@ async def prepare_pitr(
     if not readable_by(policy_path, os_user):
         raise UsageError(f"policy {policy_path} is not readable by OS user {os_user}, who runs restore_command")
 
-    chosen = choose_backup(await _physical_backups(policy, target_name), target, backup_ref)
+    physical = await _physical_backups(policy, target_name)
+    chosen = choose_backup(physical, target, backup_ref)
     manifest = chosen.manifest
     check_archive(target, await _newest_archived(policy, target_name), manifest)
     pg_ctl = await find_tool("pg_ctl", manifest.pg_version, policy.pg_bin_dirs)
@@ -441,6 +439,7 @@ async def prepare_pitr(
     storages = [s for s in target_storages(policy, target_name) if s.name in chosen.storages]
     if not storages:
         raise BackupNotFound(f"base backup {manifest.id} is on no storage of {target_name!r}")
+    links = [manifest] if manifest.incremental_of is None else chain_on(storages[0].name, physical, manifest.id)
 
     created = not pgdata.exists()
     pgdata.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -463,10 +462,10 @@ async def prepare_pitr(
             asyncio.to_thread(_probe_fetch, command, policy_path, target_name, identity, first, pgdata, os_user)
         )
         try:
-            chunks = stored_bytes(storages[0], stored)
-            if manifest.encryption is not None:
-                chunks = decrypt_stream(manifest.encryption.method, identity_file(identity), chunks)
-            members = await extract_stream(chunks, pgdata, decompressor(manifest.compression.algorithm), owner=owner)
+            if len(links) == 1:
+                members = await extract_one(manifest, storages[0], pgdata, identity, owner=owner)
+            else:  # an incremental: its chain combined (pg_combinebackup)
+                members = await combine_chain(links, storages[0], pgdata, identity, policy.pg_bin_dirs)
         finally:
             with contextlib.suppress(OperationError):
                 await probe  # its error, if any, is raised below once the extraction's is known

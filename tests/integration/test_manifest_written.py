@@ -8,7 +8,7 @@ import json
 import subprocess
 
 from dbguardian.catalog import keys
-from dbguardian.catalog.manifest import MANIFEST_FORMAT
+from dbguardian.catalog.manifest import WRITTEN_FORMAT
 from dbguardian.postgres import find_tool
 from tests.conftest import PolicyFactory, backup_dir
 from tests.support.pg import backup
@@ -21,7 +21,7 @@ def test_backup_writes_a_logical_manifest_with_the_reported_pg_dump_version(
     backup_id = backup(policy)
     root = backup_dir(policy)
     manifest = json.loads((root / keys.manifest_key("app", backup_id)).read_text())
-    assert (manifest["format"], manifest["kind"]) == (MANIFEST_FORMAT, "logical")
+    assert (manifest["format"], manifest["kind"]) == (WRITTEN_FORMAT, "logical")
     assert manifest["objects"]["dump"]["key"] == keys.dump_key("app", backup_id, ".zst")
     assert manifest["objects"]["globals"]["key"] == keys.globals_key("app", backup_id, ".zst")
     assert sorted(path.name for path in (root / "app" / backup_id).iterdir()) == [

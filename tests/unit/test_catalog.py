@@ -197,7 +197,7 @@ async def test_listing_reads_committed_backups_of_every_kind(delimiter: bool) ->
     assert all(r.storages == ["memory"] for r in records)
     refused = [entry for entry in logs if entry["log_level"] == "error"]
     assert [entry["event"] for entry in refused] == ["manifest written by a newer dbguardian ignored"]
-    assert "manifest format 99 is newer than this dbguardian understands (≤ 2); upgrade dbguardian" in refused[0]["error"]
+    assert "manifest format 99 is newer than this dbguardian understands (≤ 3); upgrade dbguardian" in refused[0]["error"]
     if delimiter:
         assert storage.spy.lists == []  # nothing recursive: the WAL below app/wal/ is never walked
         assert storage.spy.dir_lists == ["app/"]

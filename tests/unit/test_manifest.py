@@ -10,6 +10,7 @@ import pytest
 
 from dbguardian.catalog.manifest import (
     MANIFEST_FORMAT,
+    WRITTEN_FORMAT,
     Compression,
     Encryption,
     InvalidManifest,
@@ -90,7 +91,7 @@ def test_new_logical_manifest_is_written_as_format_2_with_its_kind_and_the_old_j
     old = json.loads(LAYOUT_V1_MANIFEST.read_text())
     manifest = parse_manifest(LAYOUT_V1_MANIFEST.read_bytes())
     assert isinstance(manifest, LogicalManifest)
-    current = LogicalManifest.model_validate({**manifest.model_dump(), "format": MANIFEST_FORMAT})
+    current = LogicalManifest.model_validate({**manifest.model_dump(), "format": WRITTEN_FORMAT})
     written = json.loads(encode_manifest(current))
     assert (written["format"], written["kind"]) == (2, "logical")
     assert list(written)[:3] == ["format", "kind", "id"]

@@ -154,3 +154,53 @@ def test_min_keep_protects_even_beyond_tier_keep(min_keep: int) -> None:
     backups = [facts("daily", timedelta(days=n)) for n in range(5)]
     decisions = plan(backups, "app", "local", Rules({"daily": 1}, min_keep=min_keep), NOW)
     assert len(deleted(decisions)) == 5 - min_keep
+
+
+def test_a_full_backup_beyond_keep_stays_while_a_kept_incremental_is_based_on_it() -> None:
+    full = facts("base", timedelta(days=8))
+    first = BackupFacts(new_backup_id(NOW - timedelta(days=2), "a1"), "app", "incr", NOW - timedelta(days=2), full.id)
+    second = BackupFacts(new_backup_id(NOW - timedelta(days=1), "a2"), "app", "incr", NOW - timedelta(days=1), first.id)
+    newer_full = facts("base", timedelta(hours=1))
+    decisions = {d.backup_id: d for d in plan([full, first, second, newer_full], "app", "local",
+                                                Rules({"base": 1, "incr": 7}), NOW)}  # fmt: skip
+    assert not decisions[full.id].delete
+    assert decisions[full.id].reason == f"kept: incremental {first.id} is based on it"
+    # Once its incrementals expire, the chain goes with them.
+    expired = plan([full, first, second, newer_full], "app", "local", Rules({"base": 1, "incr": 0}), NOW)
+    assert set(deleted(expired)) == {full.id, first.id, second.id}
+
+
+chain_lists = st.lists(
+    st.tuples(
+        st.integers(min_value=0, max_value=60 * 24),  # age in hours
+        st.one_of(st.none(), st.integers(min_value=0, max_value=59)),  # parent: an older entry, or a full backup
+        st.booleans(),  # the parent is missing from the storage (a broken chain)
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(chain_lists, rules_strategy.map(lambda r: Rules({"base": 2, "incr": 3, **r.keep_by_tier}, r.max_age, r.min_keep)))
+def test_no_ancestor_of_a_kept_incremental_is_deleted(entries: list[tuple[int, int | None, bool]], rules: Rules) -> None:
+    ordered = sorted(entries, key=lambda entry: -entry[0])  # oldest first: a parent is always older
+    backups: list[BackupFacts] = []
+    for index, (age, parent_index, missing) in enumerate(ordered):
+        started = NOW - timedelta(hours=age)
+        parent = None
+        if parent_index is not None and backups:
+            parent = backups[parent_index % len(backups)].id if not missing else new_backup_id(started, "dead")
+        tier = "base" if parent is None else "incr"
+        backups.append(BackupFacts(new_backup_id(started, f"{index:04x}"), "app", tier, started, parent))
+    decisions = plan(backups, "app", "s", rules, NOW)
+    gone = set(deleted(decisions))
+    parents = {b.id: b.parent for b in backups}
+    for backup in backups:
+        if backup.id in gone:
+            continue
+        ancestor = backup.parent
+        while ancestor is not None and ancestor in parents:
+            assert ancestor not in gone, f"{ancestor} deleted though {backup.id} is kept and based on it"
+            ancestor = parents[ancestor]
+    remaining = [b for b in backups if b.id not in gone]
+    assert deleted(plan(remaining, "app", "s", rules, NOW)) == []

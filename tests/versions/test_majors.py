@@ -87,7 +87,7 @@ def newest() -> Iterator[Server]:
     shutil.rmtree(server.base, ignore_errors=True)
 
 
-def write_policy(server: Server, major: int, work: Path) -> Path:
+def write_policy(server: Server, major: int, work: Path, **schedules: dict[str, Any]) -> Path:
     spool = server.base / "pg" / "spool"  # the server's OS user writes it (basic_archive or wal-push)
     spool.mkdir(mode=0o700)
     owner = (server.base / "pg" / "data").stat()
@@ -106,6 +106,7 @@ def write_policy(server: Server, major: int, work: Path) -> Path:
                 "schedules": {
                     "daily": {"cron": "0 2 * * *", "keep": 7},
                     "base": {"cron": "0 3 * * 0", "keep": 2, "kind": "physical"},
+                    **schedules,
                 },
                 "wal": {"spool": str(spool), "compression": {"algorithm": "zstd", "level": 3}, "rpo_target": "5m"},
             }

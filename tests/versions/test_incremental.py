@@ -1,0 +1,110 @@
+"""Incremental base backups on PostgreSQL 18: a full one, incrementals on top, a point-in-time restore of
+the newest through its chain (pg_combinebackup), a broken chain refused by name, and a full backup (with
+a warning) where the server keeps no WAL summaries."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from dbguardian.catalog import keys
+from dbguardian.cli.demo import load_sample_data
+from dbguardian.throwaway import free_port, short_tempdir
+from tests.conftest import run_cli
+from tests.integration.test_pitr import Restored, executable_env, give_to_server_user
+from tests.support.majors import NEWEST
+from tests.versions.test_majors import ROLE, configure_archiving, start_server, write_policy
+
+CHECKSUM = "SELECT md5(string_agg(t::text, ',' ORDER BY id)) FROM grow t"
+INCR = {"incr": {"cron": "0 3 * * 1-6", "keep": 7, "kind": "physical", "incremental": True}}
+
+
+def manifest_of(work: Path, backup_id: str) -> dict[str, object]:
+    data: dict[str, object] = json.loads((work / "backups" / keys.manifest_key("app", backup_id)).read_text())
+    return data
+
+
+def test_incremental_chain_backup_and_point_in_time_restore(tmp_path: Path) -> None:
+    server = start_server(NEWEST, wal_level="replica", archive_mode="on", max_wal_senders="10", summarize_wal="on")
+    work = short_tempdir("dbgvi-")
+    restored: list[Restored] = []
+    try:
+        server.psql(f'CREATE DATABASE app OWNER "{ROLE}"', "postgres")
+        load_sample_data(server.cluster, "app", owner=ROLE)
+        server.psql(f'CREATE TABLE grow (id int PRIMARY KEY, v text); ALTER TABLE grow OWNER TO "{ROLE}"')
+        server.psql("INSERT INTO grow SELECT g, repeat('x', 200) FROM generate_series(1, 20000) g")
+        server.psql("GRANT EXECUTE ON FUNCTION pg_create_restore_point(text), pg_switch_wal() TO backup")
+        policy = write_policy(server, NEWEST, work, **INCR)
+        env = executable_env(work)
+        give_to_server_user(work)
+        configure_archiving(server, policy, env, NEWEST)
+
+        def backup(tier: str) -> tuple[str, str]:
+            result = run_cli(policy, "backup", "app", "--tier", tier, "--no-prune")
+            assert result.returncode == 0, result.stderr
+            return result.stdout.strip().splitlines()[-1], result.stderr
+
+        full, _ = backup("base")
+        server.psql("UPDATE grow SET v = 'changed' WHERE id <= 100; INSERT INTO grow VALUES (20001, 'new')")
+        first, _ = backup("incr")
+        server.psql("DELETE FROM grow WHERE id BETWEEN 200 AND 300")
+        second, _ = backup("incr")
+
+        manifests = {backup_id: manifest_of(work, backup_id) for backup_id in (full, first, second)}
+        assert manifests[full]["format"] == 2 and manifests[full].get("incremental_of") is None
+        assert (manifests[first]["format"], manifests[first]["incremental_of"], manifests[first]["chain"]) == (
+            3, full, [full])  # fmt: skip
+        assert (manifests[second]["incremental_of"], manifests[second]["chain"]) == (first, [full, first])
+        # Only what changed: an incremental stores a small part of the full backup.
+        assert int(str(manifests[second]["size_bytes"])) * 4 < int(str(manifests[full]["size_bytes"]))
+
+        at_point = server.psql(CHECKSUM)
+        point = run_cli(policy, "restore-point", "app", "after_second", "--wait", "--json", timeout=120, **env)
+        assert point.returncode == 0, point.stderr
+        server.psql("DROP TABLE grow")
+        give_to_server_user(work)
+        pitr = run_cli(policy, "restore", "app", "--pitr", "--pgdata", str(work / "pitr"), "--to-name", "after_second",
+                       "--start", "--port", str(free_port()), "--json", timeout=180, **env)  # fmt: skip
+        assert pitr.returncode == 0, pitr.stderr[-3000:]
+        copy = Restored(json.loads(pitr.stdout))
+        restored.append(copy)
+        assert copy.report["backup_id"] == second
+        assert copy.psql(CHECKSUM) == at_point
+        assert not list(work.glob(".dbguardian-combine-*")), "the chain's directories are removed"
+
+        # The middle link gone from the storage: the newest incremental is refused, naming it.
+        (work / "backups" / keys.manifest_key("app", first)).unlink()
+        give_to_server_user(work)
+        broken = run_cli(policy, "restore", "app", second, "--pitr", "--pgdata", str(work / "broken"),
+                         "--to-latest", timeout=180, **env)  # fmt: skip
+        assert broken.returncode != 0
+        assert f"the backup it is based on, {first}, is not there (chain_broken)" in broken.stderr, broken.stderr
+    finally:
+        for copy in restored:
+            copy.stop()
+        server.cluster.stop()
+        shutil.rmtree(server.base, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def test_without_wal_summaries_an_incremental_tier_takes_a_full_backup_and_warns() -> None:
+    server = start_server(NEWEST, wal_level="replica", archive_mode="on", max_wal_senders="10")
+    work = short_tempdir("dbgvi-")
+    try:
+        server.psql(f'CREATE DATABASE app OWNER "{ROLE}"', "postgres")
+        policy = write_policy(server, NEWEST, work, **INCR)
+        env = executable_env(work)
+        give_to_server_user(work)
+        configure_archiving(server, policy, env, NEWEST)
+        assert run_cli(policy, "backup", "app", "--tier", "base", "--no-prune").returncode == 0
+        result = run_cli(policy, "backup", "app", "--tier", "incr", "--no-prune")
+        assert result.returncode == 0, result.stderr
+        assert "taking a full base backup instead of an incremental one" in result.stderr
+        assert "summarize_wal is off" in result.stderr
+        manifest = manifest_of(work, result.stdout.strip().splitlines()[-1])
+        assert manifest.get("incremental_of") is None and manifest["tier"] == "incr"
+    finally:
+        server.cluster.stop()
+        shutil.rmtree(server.base, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
