@@ -55,6 +55,8 @@ RUNBOOK = {
     "log (wal_ship) and `dbguardian wal status TARGET`; never delete spool files by hand.",
     "base_stale": "No recent base backup: check the physical tier's runs (`dbguardian plan`, daemon log); "
     "`dbguardian backup TARGET --physical`.",
+    "chain_broken": "An incremental base backup lacks a backup it is based on (`dbguardian list TARGET`): take a full "
+    "base backup now (`dbguardian backup TARGET --physical`); find what removed the link (a manual delete, a storage).",
 }
 
 

@@ -154,6 +154,10 @@ async def connected(info: ConnectionInfo) -> AsyncIterator[asyncpg.Connection]:
             connection.terminate()
 
 
+INCREMENTAL_BACKUP_MAJOR = 17
+"""The first PostgreSQL with incremental base backups (WAL summaries, pg_basebackup --incremental)."""
+
+
 def server_major(server_version_num: int) -> int:
     return server_version_num // 10000
 

@@ -14,6 +14,8 @@ backup checks):
 - ``wal_gap``: a segment is missing between the oldest base backup's start and the newest segment on a
   storage: point-in-time recovery past the gap is impossible.
 - ``base_stale``: the newest base backup is older than its tier's schedule period plus a grace.
+- ``chain_broken``: an incremental base backup on a storage lacks a backup it is based on there (its
+  chain down to a full one, :mod:`dbguardian.chains`): it cannot be restored from that storage.
 
 The recovery point (``dbguardian_rpo_seconds``) is the age of the newest WAL the best storage holds,
 bounded by ``archive_timeout`` while that storage is caught up: what a restore from it would lose now.
@@ -25,10 +27,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from dbguardian.chains import missing_link
 from dbguardian.health import Verdict
 from dbguardian.units import format_duration, format_size
 
-WAL_CHECKS = ("wal_stale", "wal_backlog", "archiver_failing", "wal_gap", "base_stale")
+WAL_CHECKS = ("wal_stale", "wal_backlog", "archiver_failing", "wal_gap", "base_stale", "chain_broken")
 
 
 BASE_STALE_GRACE = timedelta(hours=2)
@@ -49,6 +52,8 @@ class StorageWal:
     """Whether it has the segment ``pg_stat_archiver`` last archived."""
     error: str | None = None
     """The storage could not be listed."""
+    broken_chains: Sequence[str] = ()
+    """Incremental base backups whose chain lacks a link on this storage: ``"<id> (needs <missing>)"``."""
 
 
 @dataclass(frozen=True)
@@ -189,7 +194,21 @@ def evaluate_wal(target: str, facts: WalFacts, rpo_target: timedelta, max_spool:
         age = now - facts.newest_base_at
         add("base_stale", age <= facts.base_max_age, f"newest base backup is {_age(now, facts.newest_base_at)} old",
             f"a base backup younger than {format_duration(facts.base_max_age)}")  # fmt: skip
+    broken = [f"{name}: {', '.join(storage.broken_chains)}" for name, storage in sorted(facts.storages.items())
+              if storage.broken_chains]  # fmt: skip
+    add("chain_broken", not broken, "; ".join(broken) or "every incremental's chain is whole",
+        "every incremental base backup with its whole chain down to a full one on the same storage")  # fmt: skip
     return verdicts
+
+
+def broken_chains(parents: Mapping[str, str | None]) -> list[str]:
+    """``"<id> (needs <missing>)"`` for each incremental whose chain has a missing link."""
+    found = []
+    for backup_id, parent in sorted(parents.items()):
+        gone = None if parent is None else missing_link(backup_id, parents)
+        if gone is not None:
+            found.append(f"{backup_id} (needs {gone})")
+    return found
 
 
 def base_max_age(periods: Sequence[timedelta]) -> timedelta | None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import asyncpg
 
-from dbguardian.postgres import server_major
+from dbguardian.postgres import INCREMENTAL_BACKUP_MAJOR, server_major
 
 ARCHIVE_TIMEOUT_SECONDS = 60
 """What `wal setup` asks for: a segment switch at least once a minute while anything is written."""
@@ -32,6 +32,7 @@ _READ = (
     "basic_archive.archive_directory",
     "wal_level",
     "server_version_num",
+    "summarize_wal",
 )
 
 
@@ -72,11 +73,13 @@ def advise(
     rpo_target: timedelta,
     *,
     wal_push: str,
+    incremental: bool = False,
 ) -> list[Advice]:
     """Each setting the archive needs, its wanted line, the current value and whether it already matches.
 
     ``settings``: ``pg_settings.setting`` by name (None when the server does not know the name, e.g.
-    ``basic_archive.archive_directory`` before the library is loaded).
+    ``basic_archive.archive_directory`` before the library is loaded). ``incremental``: the target has
+    an incremental physical tier (``summarize_wal`` is advised from PostgreSQL 17 on).
     """
     major = server_major(int(settings.get("server_version_num") or 0))
     advice: list[Advice] = []
@@ -103,6 +106,10 @@ def advise(
     limit = max(1, int(rpo_target.total_seconds()))
     advice.append(Advice("archive_timeout", str(ARCHIVE_TIMEOUT_SECONDS), timeout, 0 < seconds <= limit,
                          f"a segment switch at least every {limit}s of writes keeps the RPO within rpo_target"))  # fmt: skip
+    if incremental and major >= INCREMENTAL_BACKUP_MAJOR:
+        summarize = settings.get("summarize_wal")
+        advice.append(Advice("summarize_wal", "on", summarize, summarize == "on",
+                             "incremental base backups need WAL summaries (without them, full ones)"))  # fmt: skip
     return advice
 
 

@@ -25,7 +25,16 @@ from dbguardian.postgres import connected, connection_info
 from dbguardian.schedule import JobSpec, next_runs
 from dbguardian.spool import is_wal_file_name
 from dbguardian.storage import Storage, target_storages
-from dbguardian.walhealth import ArchiverStats, SpoolState, StorageWal, WalFacts, base_max_age, evaluate_wal, rpo
+from dbguardian.walhealth import (
+    ArchiverStats,
+    SpoolState,
+    StorageWal,
+    WalFacts,
+    base_max_age,
+    broken_chains,
+    evaluate_wal,
+    rpo,
+)
 
 log = get_logger("dbguardian.wal")
 
@@ -147,6 +156,7 @@ def storage_wal(
         floor = floors.get(timeline, min(numbers))
         missing += missing_segments([*names, *waiting], timeline, floor, max(numbers), segment_size=segment_size)
     return StorageWal(
+        broken_chains=broken_chains({base.id: base.incremental_of for base in bases}),
         newest_segment=None if newest is None else newest.name,
         newest_at=None if newest is None else newest.modified,
         gaps=tuple(segment.name(segment_size) for segment in missing[:MAX_GAPS_SHOWN]),

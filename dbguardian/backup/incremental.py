@@ -23,10 +23,10 @@ import asyncpg
 from dbguardian.catalog import AnyBackup, PhysicalManifest
 from dbguardian.files import open_private, private_dirs
 from dbguardian.logs import get_logger
+from dbguardian.postgres import INCREMENTAL_BACKUP_MAJOR
 
 log = get_logger("dbguardian.backup")
 
-INCREMENTAL_FROM = 17
 MANIFESTS_DIR = "base-manifests"
 KEEP_LOCAL_MANIFESTS = 16
 """backup_manifest files kept per target: the newest few are all a next incremental can be based on."""
@@ -89,7 +89,7 @@ async def incremental_parent(
     reason = None
     parent = choose_parent(backups, system_identifier, storage_names)
     path = None if parent is None else manifest_file(state_dir, target, parent.id)
-    if major < INCREMENTAL_FROM:
+    if major < INCREMENTAL_BACKUP_MAJOR:
         reason = f"PostgreSQL {major} has no incremental base backups (17 and newer have)"
     elif await connection.fetchval("SELECT current_setting('summarize_wal', true)") != "on":
         reason = "summarize_wal is off on the server (ALTER SYSTEM SET summarize_wal = on; SELECT pg_reload_conf())"

@@ -39,10 +39,13 @@ def command(ctx: click.Context, target: str | None, as_json: bool) -> None:
     )
     for record in records:
         manifest = record.manifest
+        based_on = ""
+        if isinstance(manifest, PhysicalManifest) and manifest.incremental_of is not None:
+            based_on = f"  (incremental of {manifest.incremental_of}, chain of {len(manifest.chain) + 1})"
         click.echo(
             f"{manifest.id:<28} {manifest.target:<12} {manifest.tier:<8} {manifest.kind:<8} "
             f"{manifest.finished_at.strftime('%Y-%m-%d %H:%M:%S'):<20} {format_size(manifest.size_bytes):>10} "
-            f"{format_size(manifest.raw_size_bytes):>10}  {','.join(record.storages)}"
+            f"{format_size(manifest.raw_size_bytes):>10}  {','.join(record.storages)}{based_on}"
         )
 
 
@@ -54,4 +57,6 @@ def record_json(record: AnyBackup) -> dict[str, object]:
         data["start_lsn"] = record.manifest.start_lsn
         data["stop_lsn"] = record.manifest.stop_lsn
         data["timeline"] = record.manifest.timeline
+        data["incremental_of"] = record.manifest.incremental_of
+        data["chain"] = record.manifest.chain
     return data

@@ -43,6 +43,12 @@ def command(ctx: click.Context, as_json: bool, count: int, at: str | None) -> No
         for d in retention.decisions
         if d.delete
     ]
+    # Backups that only the chain of a kept incremental keeps: what retention would otherwise delete.
+    chains = [
+        {"target": d.target, "storage": d.storage, "id": d.backup_id, "tier": d.tier, "reason": d.reason}
+        for d in retention.decisions
+        if not d.delete and d.reason.startswith("kept: incremental ")
+    ]
     jobs: list[dict[str, Any]] = []
     for spec in specs:
         runs = next_runs(spec, now, count) if spec.cron is not None or spec.every is not None else []  # continuous: none
@@ -54,6 +60,7 @@ def command(ctx: click.Context, as_json: bool, count: int, at: str | None) -> No
                 "target": spec.target,
                 "tier": spec.tier,
                 "trigger": spec.describe_trigger(),
+                "incremental": spec.kind == "backup" and policy.target(spec.target).tier_incremental(spec.tier),
                 "next_runs": [{"local": run.astimezone(zone).isoformat(), "utc": _iso(run)} for run in runs],
                 "newest_backup": _iso(newest_backup) if newest_backup else None,
                 "catch_up": catch_up[spec.id].reason if spec.id in catch_up else None,
@@ -68,6 +75,7 @@ def command(ctx: click.Context, as_json: bool, count: int, at: str | None) -> No
                     "catalog_error": catalog_error,
                     "jobs": jobs,
                     "retention_would_delete": deletions,
+                    "retention_keeps_for_chains": chains,
                     "retention_errors": retention.errors,
                     "wal_retention_would_delete": [
                         {"storage": storage, "first": wal.first, "last": wal.last, "segments": wal.count}
@@ -80,7 +88,7 @@ def command(ctx: click.Context, as_json: bool, count: int, at: str | None) -> No
         return
     click.echo(f"job table at {_iso(now)} (times in {policy.timezone}, UTC in brackets)")
     for job in jobs:
-        click.echo(f"{job['job']}  {job['trigger']}")
+        click.echo(f"{job['job']}  {job['trigger']}" + ("  (incremental base backups)" if job["incremental"] else ""))
         for run in job["next_runs"]:
             click.echo(f"    next {run['local']}  [{run['utc']}]")
         if job["catch_up"]:
@@ -92,5 +100,9 @@ def command(ctx: click.Context, as_json: bool, count: int, at: str | None) -> No
         click.echo(f"    {item['storage']}:{item['target']}/{item['id']}  {item['tier']}  {item['reason']}")
     for storage, wal_range in retention.wal_ranges:
         click.echo(f"    {storage}: WAL {wal_range.first} .. {wal_range.last} ({wal_range.count} segment(s))")
+    if chains:
+        click.echo(f"retention keeps for incremental chains: {len(chains)}")
+    for item in chains:
+        click.echo(f"    {item['storage']}:{item['target']}/{item['id']}  {item['tier']}  {item['reason']}")
     for problem in retention.errors:
         click.echo(f"retention unknown: {problem}")

@@ -14,7 +14,7 @@ from dbguardian.cli import DEFAULT_POLICY_PATH
 from dbguardian.cli.common import policy_from, run_async
 from dbguardian.errors import UsageError
 from dbguardian.policy import Policy
-from dbguardian.postgres import connected, connection_info
+from dbguardian.postgres import INCREMENTAL_BACKUP_MAJOR, connected, connection_info, server_major
 from dbguardian.selfexec import dbguardian_executable
 from dbguardian.units import format_duration, format_size
 
@@ -49,7 +49,8 @@ def setup(ctx: click.Context, target: str) -> None:
     settings = run_async(read)
     named_policy = None if policy_path == DEFAULT_POLICY_PATH else policy_path.resolve()
     push = wal_push_command(named_policy, target if several else None, dbguardian_executable())
-    advice = advise(settings, wal.spool, wal.rpo_target, wal_push=push)
+    incremental = any(config.tier_incremental(tier) for tier in config.physical_tiers())
+    advice = advise(settings, wal.spool, wal.rpo_target, wal_push=push, incremental=incremental)
     missing: list[Advice] = [item for item in advice if not item.ok]
     click.echo(f"# postgresql.conf for target {target} (WAL into the spool {wal.spool})")
     for item in advice:
@@ -63,6 +64,8 @@ def setup(ctx: click.Context, target: str) -> None:
     for item in missing:
         current = "not set" if item.current in (None, "") else repr(item.current)
         click.echo(f"missing: {item.line} (now {current}; {item.why})", err=True)
+    if incremental and server_major(int(settings.get("server_version_num") or 0)) < INCREMENTAL_BACKUP_MAJOR:
+        click.echo(f"note: incremental tiers take full base backups before PostgreSQL {INCREMENTAL_BACKUP_MAJOR}", err=True)
     if any(item.setting in ("archive_mode", "wal_level") for item in missing):
         click.echo("then restart the server (archive_mode and wal_level need a restart); the rest needs a reload",
                    err=True)  # fmt: skip

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from dbguardian.catalog import keys
 from dbguardian.catalog.archive import list_wal
 from dbguardian.catalog.leftovers import remove_leftovers
-from dbguardian.catalog.manifest import PhysicalManifest
+from dbguardian.catalog.manifest import AnyManifest, PhysicalManifest
 from dbguardian.catalog.service import Catalog
 from dbguardian.catalog.wal import BaseBackupWal, WalRange, parse_lsn, segment_ranges, wal_to_delete
 from dbguardian.errors import DbguardianError
@@ -92,7 +92,8 @@ async def _prune_storage(
     result: PruneResult,
 ) -> None:
     records = await Catalog([storage]).backups(target_name)
-    facts = [BackupFacts(r.id, r.manifest.target, r.manifest.tier, r.manifest.started_at) for r in records]
+    facts = [BackupFacts(r.id, r.manifest.target, r.manifest.tier, r.manifest.started_at, _parent(r.manifest))
+             for r in records]  # fmt: skip
     decisions = plan(facts, target_name, storage.name, rules_for(policy, target_name, storage.name), now,
                      last_attempt_failed=failed)  # fmt: skip
     result.decisions.extend(decisions)
@@ -173,3 +174,8 @@ async def run(ctx: JobContext, spec: JobSpec) -> JobOutcome:
 
 
 KIND = JobKind("prune", "follow_up", no_specs, run, exclusive=True)
+
+
+def _parent(manifest: AnyManifest) -> str | None:
+    """The backup an incremental base backup is based on (retention keeps it while the incremental stays)."""
+    return manifest.incremental_of if isinstance(manifest, PhysicalManifest) else None

@@ -49,7 +49,7 @@ def test_wal_status_shows_the_archiver_and_a_spool_nobody_ships(wal_cluster: Wal
     assert status["storages"]["local"]["newest_segment"] is None
     checks = {check["check"]: check["ok"] for check in status["checks"]}
     assert checks == {"wal_stale": False, "wal_backlog": True, "archiver_failing": True, "wal_gap": True,
-                      "base_stale": False}  # fmt: skip
+                      "base_stale": False, "chain_broken": True}  # fmt: skip
 
     text = run_cli(policy, "wal", "status")
     assert text.returncode == 1

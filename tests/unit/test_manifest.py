@@ -58,6 +58,10 @@ def common(**changes: Any) -> dict[str, Any]:
     return fields
 
 
+FULL = "20261120T030000.000000Z-0001"
+OTHER = "20261121T030000.000000Z-0002"
+
+
 def physical(**changes: Any) -> dict[str, Any]:
     fields = common(kind="physical", start_lsn="0/2000028", stop_lsn="0/2000100", timeline=1,
                     system_identifier="7441218365236633629", pg_version=15)  # fmt: skip
@@ -173,8 +177,22 @@ def test_physical_manifest_is_defined_and_validated() -> None:
         ({"pg_version": 9}, "pg_version"),
         ({"format": 1}, "format 1 manifests are logical backups"),
         ({"pg_dump_version": "x", "start_lsn": None}, "start_lsn"),
+        ({"format": 2, "incremental_of": FULL, "chain": [FULL]}, "incremental base backups need manifest format 3"),
+        ({"format": 3, "incremental_of": FULL, "chain": []}, "does not end with incremental_of"),
+        ({"format": 3, "incremental_of": FULL, "chain": [FULL, OTHER]}, "does not end with incremental_of"),
+        ({"format": 3, "incremental_of": "../x", "chain": ["../x"]}, "not a backup id"),
+        ({"format": 3, "chain": [FULL]}, "a full base backup has no chain"),
     ],
 )
 def test_invalid_physical_manifests_are_refused(changes: dict[str, Any], problem: str) -> None:
     with pytest.raises(InvalidManifest, match=problem):
         parse_manifest(encoded(physical(**changes)))
+
+
+def test_an_incremental_names_its_chain_and_is_format_3() -> None:
+    manifest = parse_manifest(encoded(physical(format=3, incremental_of=OTHER, chain=[FULL, OTHER])))
+    assert isinstance(manifest, PhysicalManifest)
+    assert (manifest.incremental_of, manifest.chain) == (OTHER, [FULL, OTHER])
+    assert json.loads(encode_manifest(manifest))["format"] == 3
+    full = parse_manifest(encoded(physical()))
+    assert isinstance(full, PhysicalManifest) and full.incremental_of is None and full.chain == []

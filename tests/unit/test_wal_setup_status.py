@@ -130,3 +130,18 @@ def test_a_segment_still_in_the_spool_is_not_a_gap() -> None:
     wal = archived("000000010000000000000004", "000000010000000000000006")
     assert storage_wal(wal, [base("0/4000028")], None).gaps == ("000000010000000000000006"[:-1] + "5",)
     assert storage_wal(wal, [base("0/4000028")], None, waiting=["000000010000000000000005"]).gap_count == 0
+
+
+def test_summarize_wal_is_advised_for_incremental_tiers_from_17_on() -> None:
+    spool = Path("/var/lib/dbguardian/spool/app")
+    settings_17: dict[str, str | None] = {**GOOD_15, "server_version_num": "170004", "summarize_wal": "off"}
+    advice = {
+        item.setting: item for item in advise(settings_17, spool, timedelta(minutes=5), wal_push=PUSH, incremental=True)
+    }
+    assert advice["summarize_wal"].line == "summarize_wal = on" and not advice["summarize_wal"].ok
+    on = advise({**settings_17, "summarize_wal": "on"}, spool, timedelta(minutes=5), wal_push=PUSH, incremental=True)
+    assert all(item.ok for item in on if item.setting == "summarize_wal")
+    assert "summarize_wal" not in {item.setting for item in advise(settings_17, spool, timedelta(minutes=5), wal_push=PUSH)}
+    assert "summarize_wal" not in {
+        item.setting for item in advise(GOOD_15, spool, timedelta(minutes=5), wal_push=PUSH, incremental=True)
+    }

@@ -16,6 +16,7 @@ from dbguardian.walhealth import (
     WalFacts,
     archiver_failing,
     base_max_age,
+    broken_chains,
     evaluate_wal,
     rpo,
 )
@@ -158,3 +159,14 @@ def test_rpo_never_exceeds_the_youngest_storage_and_is_never_negative(
     assert timedelta(0) <= value <= timedelta(seconds=min(ages))
     if spool_files:  # nothing is caught up while files wait: the RPO is the plain age
         assert value == timedelta(seconds=min(ages))
+
+
+def test_chain_broken_names_the_storage_the_incremental_and_the_missing_link() -> None:
+    parents: dict[str, str | None] = {"full": None, "i1": "full", "i2": "i1", "lost": "gone"}
+    assert broken_chains(parents) == ["lost (needs gone)"]
+    assert broken_chains({k: v for k, v in parents.items() if k != "i1"}) == ["i2 (needs i1)", "lost (needs gone)"]
+    assert broken_chains({"full": None, "i1": "full"}) == []
+    broken = facts(storages={"local": storage(), "offsite": storage(broken_chains=("i2 (needs i1)",))})
+    assert failing(broken) == {"chain_broken"}
+    assert verdicts(broken)["chain_broken"] == (False, "offsite: i2 (needs i1)")
+    assert "chain_broken" not in failing(facts())

@@ -13,11 +13,15 @@ from dbguardian.cli.demo import load_sample_data
 from dbguardian.throwaway import free_port, short_tempdir
 from tests.conftest import run_cli
 from tests.integration.test_pitr import Restored, executable_env, give_to_server_user
+from tests.integration.test_pitr_drill import run_as_server_user
 from tests.support.majors import NEWEST
 from tests.versions.test_majors import ROLE, configure_archiving, start_server, write_policy
 
 CHECKSUM = "SELECT md5(string_agg(t::text, ',' ORDER BY id)) FROM grow t"
-INCR = {"incr": {"cron": "0 3 * * 1-6", "keep": 7, "kind": "physical", "incremental": True}}
+INCR = {
+    "base": {"cron": "0 3 * * 0", "keep": 1, "kind": "physical"},
+    "incr": {"cron": "0 3 * * 1-6", "keep": 7, "kind": "physical", "incremental": True},
+}
 
 
 def manifest_of(work: Path, backup_id: str) -> dict[str, object]:
@@ -72,6 +76,23 @@ def test_incremental_chain_backup_and_point_in_time_restore(tmp_path: Path) -> N
         assert copy.report["backup_id"] == second
         assert copy.psql(CHECKSUM) == at_point
         assert not list(work.glob(".dbguardian-combine-*")), "the chain's directories are removed"
+        listing = run_cli(policy, "list", "app")
+        assert f"(incremental of {first}, chain of 3)" in listing.stdout, listing.stdout
+
+        # A drill restores the newest base backup: through the whole chain.
+        give_to_server_user(server.password_file)
+        drill = run_as_server_user(env, policy, "drill", "app", "--json")
+        assert drill.returncode == 0, (drill.stdout + drill.stderr)[-3000:]
+        report = json.loads(drill.stdout[: drill.stdout.rindex("}") + 1])
+        assert report["ok"] is True and report["backup_id"] == second
+
+        # A newer full backup: the tier keeps one, but the old full stays while its incrementals do.
+        newer_full, _ = backup("base")
+        dry = run_cli(policy, "prune", "app", "--dry-run")
+        assert dry.returncode == 0, dry.stderr
+        assert f"{full}  base     kept: incremental {first} is based on it" in dry.stdout, dry.stdout
+        plan = run_cli(policy, "plan")
+        assert "retention keeps for incremental chains: 1" in plan.stdout and "(incremental base backups)" in plan.stdout
 
         # The middle link gone from the storage: the newest incremental is refused, naming it.
         (work / "backups" / keys.manifest_key("app", first)).unlink()
@@ -80,6 +101,11 @@ def test_incremental_chain_backup_and_point_in_time_restore(tmp_path: Path) -> N
                          "--to-latest", timeout=180, **env)  # fmt: skip
         assert broken.returncode != 0
         assert f"the backup it is based on, {first}, is not there (chain_broken)" in broken.stderr, broken.stderr
+        status = run_cli(policy, "wal", "status", "app", "--json")
+        checks = {check["check"]: check for check in json.loads(status.stdout)["targets"][0]["checks"]}
+        assert checks["chain_broken"]["ok"] is False
+        assert checks["chain_broken"]["observed"] == f"local: {second} (needs {first})"
+        assert newer_full  # the newest full backup restores on its own
     finally:
         for copy in restored:
             copy.stop()
