@@ -42,7 +42,7 @@ from dbguardian.restore.combine import chain_on, combine_chain, extract_one
 from dbguardian.restore.extract import check_member as check_member
 from dbguardian.restore.extract import extract_tar as extract_tar
 from dbguardian.selfexec import dbguardian_executable
-from dbguardian.storage import target_storages
+from dbguardian.storage import Storage, target_storages
 from dbguardian.throwaway import free_port
 from dbguardian.walfile import PREFETCH_DIR, stop_queue
 
@@ -327,6 +327,21 @@ def _chown_tree(root: Path, os_user: str) -> None:
     os.chown(root, owner.pw_uid, owner.pw_gid)
 
 
+def _with_chain(
+    storages: Sequence[Storage], physical: Sequence[Backup[PhysicalManifest]], backup_id: str
+) -> tuple[list[Storage], list[PhysicalManifest]]:
+    """The storages from the first that holds ``backup_id``'s whole chain on, and that chain; else the
+    first storage's refusal (naming its missing link)."""
+    refusal: BackupNotFound | None = None
+    for index, storage in enumerate(storages):
+        try:
+            return list(storages[index:]), chain_on(storage.name, physical, backup_id)
+        except BackupNotFound as error:
+            refusal = refusal or error
+    assert refusal is not None
+    raise refusal
+
+
 async def _physical_backups(policy: Policy, target_name: str) -> list[Backup[PhysicalManifest]]:
     records = await Catalog(target_storages(policy, target_name)).backups(target_name)
     return [Backup(r.manifest, r.storages) for r in records if isinstance(r.manifest, PhysicalManifest)]
@@ -439,7 +454,9 @@ async def prepare_pitr(
     storages = [s for s in target_storages(policy, target_name) if s.name in chosen.storages]
     if not storages:
         raise BackupNotFound(f"base backup {manifest.id} is on no storage of {target_name!r}")
-    links = [manifest] if manifest.incremental_of is None else chain_on(storages[0].name, physical, manifest.id)
+    links = [manifest]
+    if manifest.incremental_of is not None:  # from the first storage that holds the whole chain
+        storages, links = _with_chain(storages, physical, manifest.id)
 
     created = not pgdata.exists()
     pgdata.mkdir(mode=0o700, parents=True, exist_ok=True)
