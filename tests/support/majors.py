@@ -13,7 +13,7 @@ import importlib.util
 import os
 from pathlib import Path
 
-OTHER_MAJORS = (13, 14, 16, 17, 18)
+MAJORS = (13, 14, 15, 16, 17, 18)
 NEWEST = 18
 _NPM = Path(__file__).resolve().parents[1] / "pgmajors" / "node_modules"
 

@@ -1,4 +1,4 @@
-"""Every PostgreSQL major other than 15 (whose server runs the whole suite): 13, 14, 16, 17, 18.
+"""Every PostgreSQL major, 13 to 18 (15, Debian's, also runs the whole suite; 18 a second lane).
 
 For each, on a server of that major holding the sample data, as a user would run it:
 
@@ -10,7 +10,7 @@ For each, on a server of that major holding the sample data, as a user would run
 
 Client tools: the servers from npm have none, so the policy's ``pg_bin_dirs`` names the server's own
 directory (pg_ctl, for the point-in-time restore) and PostgreSQL 18's tools; the discovery picks the
-oldest client that is not older than the server (15's from Debian for 13 and 14, 18's for 16 and 17).
+oldest client that is not older than the server (15's from Debian for 13 to 15, 18's for 16 to 18).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from dbguardian.throwaway import ThrowawayCluster, free_port, short_tempdir
 from tests.conftest import run_cli
 from tests.integration.test_pitr import Restored, executable_env, give_to_server_user
 from tests.integration.test_pitr_drill import run_as_server_user
-from tests.support.majors import NEWEST, OTHER_MAJORS, newest_client_bin, server_bin
+from tests.support.majors import NEWEST, MAJORS, newest_client_bin, server_bin
 
 ROLE = "backup"
 CHECKSUM = "SELECT md5(string_agg(t::text, ',' ORDER BY id)) FROM smoke t"
@@ -141,7 +141,7 @@ def configure_archiving(server: Server, policy: Path, env: dict[str, str], major
     return lines
 
 
-@pytest.mark.parametrize("major", OTHER_MAJORS)
+@pytest.mark.parametrize("major", MAJORS)
 def test_backup_restore_drill_pitr_and_upgrade_on_each_major(major: int, newest: Server, tmp_path: Path) -> None:
     # archive_mode needs a restart, so it is on from the start; wal setup supplies the rest.
     server = start_server(major, wal_level="replica", archive_mode="on", max_wal_senders="10")
