@@ -20,7 +20,7 @@ from pathlib import Path
 
 import zstandard
 
-from dbguardian.backup.physical import BackupPosition, needed_wal
+from dbguardian.backup.basetar import BackupPosition, needed_wal
 from dbguardian.catalog.archive import list_wal
 from dbguardian.catalog.manifest import PhysicalManifest, parse_manifest
 from dbguardian.catalog.wal import parse_lsn

@@ -13,23 +13,20 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dbguardian.backup.physical import (
+from dbguardian.backup.basetar import (
     BackupLabel,
     BackupPosition,
     ManifestWalRange,
-    ServerState,
     TarError,
     TarScanner,
-    archive_wait_started,
     backup_history_name,
     backup_position,
-    extra_tablespaces,
     needed_wal,
     parse_backup_label,
     parse_wal_ranges,
-    server_problems,
     stop_segment,
 )
+from dbguardian.backup.physical import ServerState, archive_wait_started, extra_tablespaces, server_problems
 from dbguardian.catalog.wal import parse_lsn
 
 MIB16 = 16 * 1024 * 1024
@@ -197,7 +194,7 @@ def test_scanner_reads_long_names_from_the_ustar_prefix() -> None:
 
 
 def test_scanner_reads_base256_sizes() -> None:
-    from dbguardian.backup.physical import _tar_number
+    from dbguardian.backup.basetar import _tar_number
 
     assert _tar_number(b"00000001750\0") == 0o1750
     assert _tar_number(bytes([0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x02, 0x00])) == 512

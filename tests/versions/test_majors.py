@@ -35,7 +35,7 @@ from dbguardian.throwaway import ThrowawayCluster, free_port, short_tempdir
 from tests.conftest import run_cli
 from tests.integration.test_pitr import Restored, executable_env, give_to_server_user
 from tests.integration.test_pitr_drill import run_as_server_user
-from tests.support.majors import NEWEST, MAJORS, newest_client_bin, server_bin
+from tests.support.majors import MAJORS, NEWEST, newest_client_bin, server_bin
 
 ROLE = "backup"
 CHECKSUM = "SELECT md5(string_agg(t::text, ',' ORDER BY id)) FROM smoke t"
