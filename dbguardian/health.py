@@ -69,6 +69,8 @@ class BackupFact:
     storages: tuple[str, ...]
     kind: str = "logical"
     """Sizes are compared within one kind: a base backup is not a shrunk or grown dump."""
+    incremental: bool = False
+    """An incremental base backup: its size is what changed, not the database's, so size checks skip it."""
 
 
 @dataclass(frozen=True)
@@ -128,15 +130,18 @@ def evaluate(target: str, facts: TargetFacts, rules: HealthRules, now: datetime)
         f"a valid backup younger than {format_duration(rules.max_age)} on every storage",
     )  # fmt: skip
 
-    # too_small / shrunk: the newest backup against an absolute floor and its predecessors
-    if newest_overall is None:
+    # too_small / shrunk: the newest backup against an absolute floor and its predecessors (an incremental
+    # base backup holds only what changed: the newest whole backup is judged instead)
+    whole = [b for b in regular if not b.incremental]
+    newest_whole = whole[0] if whole else None
+    if newest_whole is None:
         add("too_small", True, "no backups yet", f"at least {format_size(rules.min_size)}")
         add("shrunk", True, "no backups yet", f"at least {rules.shrink_ratio:.0%} of the median of the previous five")
     else:
-        size = newest_overall.size_bytes
-        add("too_small", size >= rules.min_size, f"newest backup {newest_overall.id} is {format_size(size)}",
+        size = newest_whole.size_bytes
+        add("too_small", size >= rules.min_size, f"newest backup {newest_whole.id} is {format_size(size)}",
             f"at least {format_size(rules.min_size)}")  # fmt: skip
-        previous = [b.size_bytes for b in regular[1:] if b.kind == newest_overall.kind][:5]
+        previous = [b.size_bytes for b in whole[1:] if b.kind == newest_whole.kind][:5]
         if previous:
             median = statistics.median(previous)
             ok = size >= rules.shrink_ratio * median

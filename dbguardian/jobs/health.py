@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from dbguardian.archiving.status import WalStatus, wal_status
-from dbguardian.catalog import keys
+from dbguardian.catalog import PhysicalManifest, keys
 from dbguardian.catalog.service import AnyBackup, Backup, Catalog, latest, newest_by_tier
 from dbguardian.errors import BackupNotFound, DbguardianError
 from dbguardian.health import BackupFact, TargetFacts, Verdict, evaluate
@@ -161,9 +161,10 @@ async def gather(
     ]  # fmt: skip
 
     backups = [
-        BackupFact(r.id, r.manifest.tier, r.manifest.started_at, r.manifest.size_bytes, tuple(r.storages), r.manifest.kind)
+        BackupFact(r.id, r.manifest.tier, r.manifest.started_at, r.manifest.size_bytes, tuple(r.storages), r.manifest.kind,
+                   incremental=isinstance(r.manifest, PhysicalManifest) and r.manifest.incremental_of is not None)
         for r in records.values()
-    ]
+    ]  # fmt: skip
     return TargetFacts(
         backups=backups,
         storages=[storage.name for storage in storages],

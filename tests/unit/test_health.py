@@ -119,3 +119,15 @@ def test_sizes_are_compared_within_one_backup_kind() -> None:
     result = verdicts(TargetFacts(backups=[fact(1, size=5 * MB), *dumps, *bases], storages=["local"]))
     assert result["shrunk"].ok, result["shrunk"].observed
     assert "median 5.0 MiB" in result["shrunk"].observed
+
+
+def test_an_incremental_base_backup_is_not_judged_by_its_size() -> None:
+    # It holds what changed since the backup before it: tiny is normal. The newest whole backup is judged.
+    fulls = [replace(fact(30 + i, size=500 * MB), kind="physical", tier="base") for i in range(3)]
+    incremental = replace(fact(1, size=40 * 1024), kind="physical", tier="incr", incremental=True)
+    result = verdicts(TargetFacts(backups=[incremental, *fulls], storages=["local"]))
+    assert result["too_small"].ok and result["shrunk"].ok, (result["too_small"], result["shrunk"])
+    assert result["too_small"].observed == f"newest backup {fulls[0].id} is 500.0 MiB"
+    # A full one that shrank is still caught, incrementals in between or not.
+    shrunk_full = replace(fact(0.5, size=50 * MB), kind="physical", tier="base")
+    assert not verdicts(TargetFacts(backups=[shrunk_full, incremental, *fulls], storages=["local"]))["shrunk"].ok

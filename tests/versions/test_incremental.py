@@ -122,7 +122,8 @@ def test_without_wal_summaries_an_incremental_tier_takes_a_full_backup_and_warns
         policy = write_policy(server, NEWEST, work, **INCR)
         env = executable_env(work)
         give_to_server_user(work)
-        configure_archiving(server, policy, env, NEWEST)
+        assert "summarize_wal = on" in configure_archiving(server, policy, env, NEWEST)  # advised for incr
+        server.psql("ALTER SYSTEM SET summarize_wal = off; SELECT pg_reload_conf()", "postgres")  # not followed
         assert run_cli(policy, "backup", "app", "--tier", "base", "--no-prune").returncode == 0
         result = run_cli(policy, "backup", "app", "--tier", "incr", "--no-prune")
         assert result.returncode == 0, result.stderr
@@ -130,6 +131,14 @@ def test_without_wal_summaries_an_incremental_tier_takes_a_full_backup_and_warns
         assert "summarize_wal is off" in result.stderr
         manifest = manifest_of(work, result.stdout.strip().splitlines()[-1])
         assert manifest.get("incremental_of") is None and manifest["tier"] == "incr"
+
+        # Summaries switched on: the next incremental builds on the newest base backup, and its small size
+        # alerts nothing (the size checks judge whole backups only).
+        server.psql("ALTER SYSTEM SET summarize_wal = on; SELECT pg_reload_conf()", "postgres")
+        then = run_cli(policy, "backup", "app", "--tier", "incr", "--no-prune")
+        assert then.returncode == 0, then.stderr
+        assert manifest_of(work, then.stdout.strip().splitlines()[-1])["incremental_of"] == manifest["id"]
+        assert '"check": "too_small"' not in then.stderr and '"check": "shrunk"' not in then.stderr, then.stderr
     finally:
         server.cluster.stop()
         shutil.rmtree(server.base, ignore_errors=True)
