@@ -72,6 +72,10 @@ class Restored:
             capture_output=True,
             check=False,
         )
+        # The socket directory the restore made for the server (/tmp/dbg-pitr-*) outlives it otherwise.
+        socket_dir = Path(str(self.report["socket_dir"]))
+        if socket_dir.name.startswith("dbg-pitr-"):
+            shutil.rmtree(socket_dir, ignore_errors=True)
 
 
 @pytest.fixture
