@@ -10,6 +10,7 @@ WAL replay then runs as for any base backup, from the newest incremental's start
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -29,6 +30,7 @@ from dbguardian.storage import Storage
 
 log = get_logger("dbguardian.restore")
 
+PARALLEL_EXTRACTIONS = 2
 LINK_FROM = 18
 """pg_combinebackup --link (hard links instead of copies) exists from PostgreSQL 18."""
 
@@ -82,12 +84,21 @@ async def combine_chain(
         raise ToolError(f"base backup {newest.id} is PostgreSQL {newest.pg_version}; found only {tool.path} ({tool.major})")
     work = Path(tempfile.mkdtemp(prefix=".dbguardian-combine-", dir=pgdata.parent))
     try:
-        directories = []
-        for manifest in links:
-            directory = work / manifest.id
-            directory.mkdir(mode=0o700)
-            await extract_one(manifest, storage, directory, identity, sync=False)
-            directories.append(directory)
+        directories = [work / manifest.id for manifest in links]
+        # Two at a time: each is a read, a decompression and a tar extraction, and one leaves a CPU idle.
+        slots = asyncio.Semaphore(PARALLEL_EXTRACTIONS)
+
+        async def extract(manifest: PhysicalManifest, directory: Path) -> None:
+            async with slots:
+                directory.mkdir(mode=0o700)
+                await extract_one(manifest, storage, directory, identity, sync=False)
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for manifest, directory in zip(links, directories, strict=True):
+                    group.create_task(extract(manifest, directory))
+        except BaseExceptionGroup as failures:
+            raise failures.exceptions[0] from None  # one error, as the restore reports it (the others follow)
         log.info("base backups extracted; combining", backups=[m.id for m in links], tool=tool.path)
         combined = work / "combined"
         argv = [tool.path, "--output", str(combined), *(["--link"] if tool.major >= LINK_FROM else [])]

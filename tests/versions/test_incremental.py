@@ -94,6 +94,17 @@ def test_incremental_chain_backup_and_point_in_time_restore(tmp_path: Path) -> N
         plan = run_cli(policy, "plan")
         assert "retention keeps for incremental chains: 1" in plan.stdout and "(incremental base backups)" in plan.stdout
 
+        # A damaged link: the restore fails on its checksum and leaves nothing behind.
+        stored = next((work / "backups" / "app" / first).glob("base.tar*"))
+        original = stored.read_bytes()
+        stored.write_bytes(original[:1000] + bytes([original[1000] ^ 0xFF]) + original[1001:])
+        damaged = run_cli(policy, "restore", "app", second, "--pitr", "--pgdata", str(work / "damaged"),
+                          "--to-latest", timeout=180, **env)  # fmt: skip
+        assert damaged.returncode != 0 and "sha256" in damaged.stderr, damaged.stderr[-2000:]
+        assert not (work / "damaged").exists() or not any((work / "damaged").iterdir())
+        assert not list(work.glob(".dbguardian-combine-*"))
+        stored.write_bytes(original)
+
         # The middle link gone from the storage: the newest incremental is refused, naming it.
         (work / "backups" / keys.manifest_key("app", first)).unlink()
         give_to_server_user(work)
