@@ -6,9 +6,9 @@ A tier with ``incremental: true`` takes its base backup against the newest base 
 identifier). pg_basebackup reads that backup's ``backup_manifest`` from a local file: each base
 backup's manifest is kept in ``state_dir/base-manifests/<target>/`` (0600) when it commits, since the
 stored copy inside the base backup's tar may be encrypted to a key the daemon does not hold. Whenever
-an incremental cannot be taken (PostgreSQL before 17, ``summarize_wal`` off, no base backup to build
-on, its manifest not on this host), a full base backup is taken instead, with a warning that says why:
-a missing incremental must never mean a missing backup.
+an incremental cannot be taken (:func:`why_full`: PostgreSQL before 17, ``summarize_wal`` off, no base
+backup to build on, a chain of :data:`MAX_CHAIN`, its manifest not on this host), a full base backup is
+taken instead, with a warning that says why: a missing incremental must never mean a missing backup.
 """
 
 from __future__ import annotations
@@ -28,6 +28,9 @@ from dbguardian.postgres import INCREMENTAL_BACKUP_MAJOR
 log = get_logger("dbguardian.backup")
 
 MANIFESTS_DIR = "base-manifests"
+MAX_CHAIN = 32
+"""Base backups in one chain, the full one included: a restore combines them all, and retention keeps a
+chain while any of it is kept, so a tier of incrementals alone would otherwise grow one chain forever."""
 KEEP_LOCAL_MANIFESTS = 16
 """backup_manifest files kept per target: the newest few are all a next incremental can be based on."""
 
@@ -75,6 +78,21 @@ def choose_parent(
     return None
 
 
+def why_full(major: int, summarize_wal: str | None, parent: PhysicalManifest | None, manifest_here: bool) -> str | None:
+    """Why the next base backup of an incremental tier must be a full one; None when it can be incremental."""
+    if major < INCREMENTAL_BACKUP_MAJOR:
+        return f"PostgreSQL {major} has no incremental base backups (17 and newer have)"
+    if summarize_wal != "on":
+        return "summarize_wal is off on the server (ALTER SYSTEM SET summarize_wal = on; SELECT pg_reload_conf())"
+    if parent is None:
+        return "no base backup of this cluster on every storage of the target to base it on"
+    if len(parent.chain) + 2 > MAX_CHAIN:
+        return f"the chain has reached {MAX_CHAIN} base backups (a full one starts the next)"
+    if not manifest_here:
+        return f"the backup_manifest of {parent.id} is not on this host"
+    return None
+
+
 async def incremental_parent(
     connection: asyncpg.Connection,
     major: int,
@@ -85,18 +103,11 @@ async def incremental_parent(
     target: str,
 ) -> Parent | None:
     """What the next incremental is based on; None (after a warning saying why) when a full one is due."""
-
-    reason = None
     parent = choose_parent(backups, system_identifier, storage_names)
     path = None if parent is None else manifest_file(state_dir, target, parent.id)
-    if major < INCREMENTAL_BACKUP_MAJOR:
-        reason = f"PostgreSQL {major} has no incremental base backups (17 and newer have)"
-    elif await connection.fetchval("SELECT current_setting('summarize_wal', true)") != "on":
-        reason = "summarize_wal is off on the server (ALTER SYSTEM SET summarize_wal = on; SELECT pg_reload_conf())"
-    elif parent is None or path is None:
-        reason = "no base backup of this cluster on every storage of the target to base it on"
-    elif not path.is_file() or not os.access(path, os.R_OK):
-        reason = f"the backup_manifest of {parent.id} is not on this host ({path})"
+    summarize = await connection.fetchval("SELECT current_setting('summarize_wal', true)")
+    here = path is not None and path.is_file() and os.access(path, os.R_OK)
+    reason = why_full(major, summarize, parent, here)
     if reason is not None or parent is None or path is None:
         log.warning("taking a full base backup instead of an incremental one", target=target, reason=reason)
         return None
