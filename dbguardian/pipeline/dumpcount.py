@@ -23,6 +23,7 @@ Nothing here ever fails the backup: the archive itself is checked by pg_restore 
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -67,7 +68,7 @@ def scan_python(data: bytes | bytearray | memoryview, pos: int, remaining: int, 
             return pos, remaining, newlines, tail, 0
         sign = data[pos]
         length = int.from_bytes(data[pos + 1 : pos + 1 + int_size], "little")
-        if sign != 0:
+        if sign != 0 or length > sys.maxsize:  # negative, or past what the compiled walker can hold
             return pos, remaining, newlines, tail, -1
         pos += 1 + int_size
         if length == 0:

@@ -278,3 +278,10 @@ def test_an_archive_that_ends_before_a_parse_was_due_is_still_counted() -> None:
     counter.feed(data[: 2 * head // 3])
     counter.feed(data[2 * head // 3 :])
     assert counter.counts() == {TableData("public", f"t{n}"): 1 for n in range(1, 41)}
+
+
+def test_a_length_past_ssize_max_is_invalid_in_both_walkers() -> None:
+    # Found by hypothesis in CI: 2**63 in an 8-byte length was a 9-exabyte chunk to the Python walker.
+    data = b"\x00" + (1 << 63).to_bytes(8, "little")
+    assert scan_python(data, 0, 0, 0, 8)[4] == -1
+    assert dumpcount.scan(data, 0, 0, 0, 8)[4] == -1
