@@ -277,6 +277,15 @@ async def find_tool(name: str, major: int, extra_dirs: list[Path] | None = None)
     )
 
 
+async def find_exact_tool(name: str, major: int, extra_dirs: list[Path], *, needed_by: str) -> Tool:
+    """``name`` of exactly ``major``: server programs (pg_ctl) and pg_combinebackup work only on their own
+    major's data directories, so no newer one will do. ``needed_by`` names what needs it in the refusal."""
+    tool = await find_tool(name, major, extra_dirs)
+    if tool.major != major:
+        raise ToolError(f"{needed_by} is PostgreSQL {major}; found only {tool.path} ({tool.major})")
+    return tool
+
+
 def _searched(extra_dirs: list[Path]) -> str:
     """Where :func:`_candidates` looks, for error messages."""
     places = [f"pg_bin_dirs {', '.join(map(str, extra_dirs))}"] if extra_dirs else ["pg_bin_dirs (none set)"]

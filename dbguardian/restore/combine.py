@@ -18,13 +18,13 @@ from pathlib import Path
 
 from dbguardian.catalog import Backup, PhysicalManifest
 from dbguardian.chains import chain, missing_link
-from dbguardian.errors import BackupNotFound, OperationError, ToolError
+from dbguardian.errors import BackupNotFound, OperationError
 from dbguardian.logs import get_logger
 from dbguardian.pipeline.encrypt import decrypt_stream, identity_file
 from dbguardian.pipeline.process import Child
 from dbguardian.pipeline.read import stored_bytes
 from dbguardian.pipeline.stages import decompressor
-from dbguardian.postgres import find_tool
+from dbguardian.postgres import find_exact_tool
 from dbguardian.restore.extract import extract_stream
 from dbguardian.storage import Storage
 
@@ -79,9 +79,7 @@ async def combine_chain(
     """Extract ``links`` (full first) and combine them into ``pgdata`` (empty but for ``pg_wal``); returns
     how many files the data directory holds."""
     newest = links[-1]
-    tool = await find_tool("pg_combinebackup", newest.pg_version, pg_bin_dirs)
-    if tool.major != newest.pg_version:
-        raise ToolError(f"base backup {newest.id} is PostgreSQL {newest.pg_version}; found only {tool.path} ({tool.major})")
+    tool = await find_exact_tool("pg_combinebackup", newest.pg_version, pg_bin_dirs, needed_by=f"base backup {newest.id}")
     work = Path(tempfile.mkdtemp(prefix=".dbguardian-combine-", dir=pgdata.parent))
     try:
         directories = [work / manifest.id for manifest in links]

@@ -55,7 +55,6 @@ class RestoreTool:
     """pg_restore, and how its output reaches the server."""
 
     path: str
-    major: int
     psql: str | None = None
     """Set when pg_restore is 17 or newer and the server older: pg_restore then writes the restore as a
     script (``--file=-``) that this psql runs, without that one ``SET`` line
@@ -72,9 +71,9 @@ async def pg_restore_for(manifest: LogicalManifest, pg_bin_dirs: list[Path], int
     major = archive_major(manifest) if into_major is None else max(archive_major(manifest), into_major)
     tool = await find_tool("pg_restore", major, pg_bin_dirs)
     if into_major is None or not tool.major >= TRANSACTION_TIMEOUT_FROM > into_major:
-        return RestoreTool(tool.path, tool.major)
+        return RestoreTool(tool.path)
     psql = await find_tool("psql", tool.major, pg_bin_dirs)  # it runs what this pg_restore writes
-    return RestoreTool(tool.path, tool.major, psql.path)
+    return RestoreTool(tool.path, psql.path)
 
 
 async def locate(

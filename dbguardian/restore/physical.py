@@ -34,10 +34,10 @@ from typing import Literal
 from dbguardian.catalog import Backup, Catalog, PhysicalManifest
 from dbguardian.catalog.archive import ArchivedWal, list_wal, newest_segment
 from dbguardian.catalog.wal import DEFAULT_SEGMENT_SIZE, format_lsn, parse_lsn, parse_segment_name, segment_of_lsn
-from dbguardian.errors import BackupNotFound, OperationError, RestoreRefused, ToolError, UsageError
+from dbguardian.errors import BackupNotFound, OperationError, RestoreRefused, UsageError
 from dbguardian.logs import get_logger
 from dbguardian.policy import DEFAULT_POLICY_PATH, Policy
-from dbguardian.postgres import find_tool
+from dbguardian.postgres import find_exact_tool, find_tool
 from dbguardian.restore.combine import chain_on, combine_chain, extract_one
 from dbguardian.restore.extract import check_member as check_member
 from dbguardian.restore.extract import extract_tar as extract_tar
@@ -271,9 +271,9 @@ class PitrPlan:
     pg_version: int
     bin_dir: Path
     log_file: Path
-    started_at: float = field(default_factory=time.monotonic)
-    psql: Path | None = None
+    psql: Path
     """psql for the readiness checks: beside pg_ctl when there is one, else a client of that major or newer."""
+    started_at: float = field(default_factory=time.monotonic)
 
     def start_command(self) -> str:
         argv = [str(self.bin_dir / "pg_ctl"), "-D", str(self.pgdata), "-l", str(self.log_file), "start"]
@@ -440,11 +440,7 @@ async def prepare_pitr(
     chosen = choose_backup(physical, target, backup_ref)
     manifest = chosen.manifest
     check_archive(target, await _newest_archived(policy, target_name), manifest)
-    pg_ctl = await find_tool("pg_ctl", manifest.pg_version, policy.pg_bin_dirs)
-    if pg_ctl.major != manifest.pg_version:
-        raise ToolError(
-            f"base backup {manifest.id} is PostgreSQL {manifest.pg_version}; found only {pg_ctl.path} ({pg_ctl.major})"
-        )
+    pg_ctl = await find_exact_tool("pg_ctl", manifest.pg_version, policy.pg_bin_dirs, needed_by=f"base backup {manifest.id}")
     psql = Path(pg_ctl.path).parent / "psql"
     if not psql.exists():  # a server-only build: any psql of this major or newer talks to it
         psql = Path((await find_tool("psql", manifest.pg_version, policy.pg_bin_dirs)).path)
@@ -541,7 +537,7 @@ async def prepare_pitr(
 
 def _psql(plan: PitrPlan, sql: str) -> str | None:
     argv = [
-        str(plan.psql or plan.bin_dir / "psql"), "-X", "-q", "-A", "-t", "-h", str(plan.socket_dir), "-p", str(plan.port),
+        str(plan.psql), "-X", "-q", "-A", "-t", "-h", str(plan.socket_dir), "-p", str(plan.port),
         "-d", "postgres", "-c", sql,
     ]  # fmt: skip
     if plan.os_user is not None:
