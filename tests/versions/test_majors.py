@@ -16,6 +16,7 @@ oldest client that is not older than the server (15's from Debian for 13 to 15, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets
 import shutil
@@ -141,76 +142,103 @@ def configure_archiving(server: Server, policy: Path, env: dict[str, str], major
     return lines
 
 
-@pytest.mark.parametrize("major", MAJORS)
-def test_backup_restore_drill_pitr_and_upgrade_on_each_major(major: int, newest: Server, tmp_path: Path) -> None:
-    # archive_mode needs a restart, so it is on from the start; wal setup supplies the rest.
-    server = start_server(major, wal_level="replica", archive_mode="on", max_wal_senders="10")
-    work = short_tempdir("dbgvw-")
-    restored: list[Restored] = []
+@dataclass
+class ArchivingApp:
+    """A server of one major archiving into its spool as `wal setup` says, database ``app`` on it, and
+    the policy of target ``app`` (see :func:`archiving_app`)."""
+
+    server: Server
+    work: Path
+    policy: Path
+    env: dict[str, str]
+    archiving: list[str]
+    """The lines `wal setup` printed (now in postgresql.conf)."""
+
+
+@contextlib.contextmanager
+def archiving_app(
+    major: int, *, sample_data: bool = True, schedules: dict[str, dict[str, Any]] | None = None, **settings: str
+) -> Iterator[ArchivingApp]:
+    """Start a server of ``major`` (``settings`` added to postgresql.conf), create ``app`` (with the sample
+    data), write the policy (``schedules`` added) and configure archiving from `wal setup`; stop and remove
+    everything on exit. archive_mode needs a restart, so it is on from the start; wal setup supplies the rest."""
+    server = start_server(major, superuser=False, wal_level="replica", archive_mode="on", max_wal_senders="10", **settings)
+    work = short_tempdir(f"dbgvw{major}-")
     try:
         server.psql(f'CREATE DATABASE app OWNER "{ROLE}"', "postgres")
-        load_sample_data(server.cluster, "app", owner=ROLE)
-        server.psql(f'CREATE TABLE smoke (id int PRIMARY KEY, v text); ALTER TABLE smoke OWNER TO "{ROLE}"')
-        server.psql("INSERT INTO smoke SELECT g, 'a' || g FROM generate_series(1, 200) g")
-        policy = write_policy(server, major, work)
+        if sample_data:
+            load_sample_data(server.cluster, "app", owner=ROLE)
+        policy = write_policy(server, major, work, **(schedules or {}))
         env = executable_env(work)
         give_to_server_user(work)  # wal-push (13, 14) and wal-fetch run as the server's OS user
-        configure_archiving(server, policy, env, major)
-        source = server.checksums("app")
-        assert len(source) > 10
-
-        # Logical: backup, then restore (its row counts verified by the restore itself).
-        backup = run_cli(policy, "backup", "app")
-        assert backup.returncode == 0, backup.stderr
-        backup_id = backup.stdout.strip().splitlines()[-1]
-        manifest = json.loads((work / "backups" / keys.manifest_key("app", backup_id)).read_text())
-        assert manifest["server_version"].startswith(f"{major}.")
-        assert manifest["row_counts_from"] == "dump"  # pg_dump 15's and 18's archives, counted as they stream
-        restore = run_cli(policy, "restore", "app", backup_id, "--into", "copy", "--json")
-        assert restore.returncode == 0, restore.stderr
-        # 16's backup was taken with pg_dump 18 (no 16 client here): pg_restore 18 writes a script for psql
-        # without its `SET transaction_timeout`, which 16 does not know.
-        assert json.loads(restore.stdout)["mode"] == ("script through psql" if major == 16 else "stream")
-        assert server.checksums("copy") == source
-
-        # The upgrade path: the same backup onto the newest server, counts verified.
-        upgraded = run_cli(policy, "restore", "app", backup_id, "--into", f"from_{major}", "--dsn",
-                           newest.dsn("postgres"), "--password-file", str(newest.password_file), "--json")  # fmt: skip
-        assert upgraded.returncode == 0, upgraded.stderr
-        assert newest.checksums(f"from_{major}") == source
-
-        # Physical: base backup, a restore point, then a point-in-time restore to it on this major's server.
-        # (Granted after the logical restores: a grant on a pg_catalog function is dumped, and only a
-        # superuser may restore it.)
-        server.psql("GRANT EXECUTE ON FUNCTION pg_create_restore_point(text), pg_switch_wal() TO backup")
-        base = run_cli(policy, "backup", "app", "--physical")
-        assert base.returncode == 0, base.stderr
-        server.psql("INSERT INTO smoke SELECT g, 'b' || g FROM generate_series(201, 300) g")
-        at_point = server.psql(CHECKSUM)
-        point = run_cli(policy, "restore-point", "app", "smoke_point", "--wait", "--json", timeout=120, **env)
-        assert point.returncode == 0 and json.loads(point.stdout)["archived"] is True, point.stderr
-        server.psql("DELETE FROM smoke WHERE id > 100")
-        give_to_server_user(work)
-        port = free_port()
-        pitr = run_cli(policy, "restore", "app", "--pitr", "--pgdata", str(work / "pitr"), "--to-name", "smoke_point",
-                       "--start", "--port", str(port), "--json", timeout=180, **env)  # fmt: skip
-        assert pitr.returncode == 0, pitr.stderr[-2000:]
-        copy = Restored(json.loads(pitr.stdout))
-        restored.append(copy)
-        assert copy.psql(CHECKSUM) == at_point
-        assert copy.psql("SHOW server_version_num").startswith(str(major))
-
-        # A drill (of the newest base backup: the target archives WAL) on a throwaway server of this major,
-        # run as the server's OS user, as dbguardian runs on a database host.
-        give_to_server_user(work)
-        give_to_server_user(server.password_file)
-        drill = run_as_server_user(env, policy, "drill", "app", "--json")
-        assert drill.returncode == 0, drill.stdout + drill.stderr
-        assert json.loads(drill.stdout[: drill.stdout.rindex("}") + 1])["ok"] is True
+        lines = configure_archiving(server, policy, env, major)
+        yield ArchivingApp(server, work, policy, env, lines)
     finally:
-        for copy in restored:
-            copy.stop()
         server.cluster.stop()
-        newest.psql(f"DROP DATABASE IF EXISTS from_{major}", "postgres")
         shutil.rmtree(server.base, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.mark.parametrize("major", MAJORS)
+def test_backup_restore_drill_pitr_and_upgrade_on_each_major(major: int, newest: Server) -> None:
+    restored: list[Restored] = []
+    with archiving_app(major) as app:
+        server, work, policy, env = app.server, app.work, app.policy, app.env
+        try:
+            server.psql(f'CREATE TABLE smoke (id int PRIMARY KEY, v text); ALTER TABLE smoke OWNER TO "{ROLE}"')
+            server.psql("INSERT INTO smoke SELECT g, 'a' || g FROM generate_series(1, 200) g")
+            source = server.checksums("app")
+            assert len(source) > 10
+
+            # Logical: backup, then restore (its row counts verified by the restore itself).
+            backup = run_cli(policy, "backup", "app")
+            assert backup.returncode == 0, backup.stderr
+            backup_id = backup.stdout.strip().splitlines()[-1]
+            manifest = json.loads((work / "backups" / keys.manifest_key("app", backup_id)).read_text())
+            assert manifest["server_version"].startswith(f"{major}.")
+            assert manifest["row_counts_from"] == "dump"  # pg_dump 15's and 18's archives, counted as they stream
+            restore = run_cli(policy, "restore", "app", backup_id, "--into", "copy", "--json")
+            assert restore.returncode == 0, restore.stderr
+            # 16's backup was taken with pg_dump 18 (no 16 client here): pg_restore 18 writes a script for psql
+            # without its `SET transaction_timeout`, which 16 does not know.
+            assert json.loads(restore.stdout)["mode"] == ("script through psql" if major == 16 else "stream")
+            assert server.checksums("copy") == source
+
+            # The upgrade path: the same backup onto the newest server, counts verified.
+            upgraded = run_cli(policy, "restore", "app", backup_id, "--into", f"from_{major}", "--dsn",
+                               newest.dsn("postgres"), "--password-file", str(newest.password_file), "--json")  # fmt: skip
+            assert upgraded.returncode == 0, upgraded.stderr
+            assert newest.checksums(f"from_{major}") == source
+
+            # Physical: base backup, a restore point, then a point-in-time restore to it on this major's server.
+            # (Granted after the logical restores: a grant on a pg_catalog function is dumped, and only a
+            # superuser may restore it.)
+            server.psql("GRANT EXECUTE ON FUNCTION pg_create_restore_point(text), pg_switch_wal() TO backup")
+            base = run_cli(policy, "backup", "app", "--physical")
+            assert base.returncode == 0, base.stderr
+            server.psql("INSERT INTO smoke SELECT g, 'b' || g FROM generate_series(201, 300) g")
+            at_point = server.psql(CHECKSUM)
+            point = run_cli(policy, "restore-point", "app", "smoke_point", "--wait", "--json", timeout=120, **env)
+            assert point.returncode == 0 and json.loads(point.stdout)["archived"] is True, point.stderr
+            server.psql("DELETE FROM smoke WHERE id > 100")
+            give_to_server_user(work)
+            port = free_port()
+            pitr = run_cli(policy, "restore", "app", "--pitr", "--pgdata", str(work / "pitr"), "--to-name", "smoke_point",
+                           "--start", "--port", str(port), "--json", timeout=180, **env)  # fmt: skip
+            assert pitr.returncode == 0, pitr.stderr[-2000:]
+            copy = Restored(json.loads(pitr.stdout))
+            restored.append(copy)
+            assert copy.psql(CHECKSUM) == at_point
+            assert copy.psql("SHOW server_version_num").startswith(str(major))
+
+            # A drill (of the newest base backup: the target archives WAL) on a throwaway server of this major,
+            # run as the server's OS user, as dbguardian runs on a database host.
+            give_to_server_user(work)
+            give_to_server_user(server.password_file)
+            drill = run_as_server_user(env, policy, "drill", "app", "--json")
+            assert drill.returncode == 0, drill.stdout + drill.stderr
+            assert json.loads(drill.stdout[: drill.stdout.rindex("}") + 1])["ok"] is True
+        finally:
+            for copy in restored:
+                copy.stop()
+            newest.psql(f"DROP DATABASE IF EXISTS from_{major}", "postgres")
