@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import re
 from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
@@ -115,35 +116,17 @@ async def restore_and_check(
     pg_restore restores the post-data section. Returns how pg_restore ran and what ``check`` returned.
 
     An archive whose header this module cannot parse is restored in one run, then checked."""
+    restore = functools.partial(
+        run_pg_restore, tool, target, jobs=jobs, no_owner=no_owner, no_privileges=no_privileges, psql=psql
+    )
     head, source = await _head(source)
     if head is None:
-        mode = await run_pg_restore(
-            tool, target, source, jobs=jobs, no_owner=no_owner, no_privileges=no_privileges, psql=psql
-        )
-        return mode, await check()
-    mode = await run_pg_restore(
-        tool,
-        target,
-        source,
-        jobs=jobs,
-        no_owner=no_owner,
-        no_privileges=no_privileges,
-        sections=("pre-data", "data"),
-        psql=psql,
-    )
+        return await restore(source), await check()
+    mode = await restore(source, sections=("pre-data", "data"))
     post_data_source: Archive = source if isinstance(source, Path) else _single(head)
     checking = asyncio.create_task(check())
     try:
-        await run_pg_restore(
-            tool,
-            target,
-            post_data_source,
-            jobs=jobs,
-            no_owner=no_owner,
-            no_privileges=no_privileges,
-            sections=("post-data",),
-            psql=psql,
-        )
+        await restore(post_data_source, sections=("post-data",))
     except BaseException:
         checking.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -196,11 +179,15 @@ async def without_transaction_timeout(chunks: AsyncIterator[bytes]) -> AsyncIter
         entry = _FIRST_ENTRY.search(head)
         if entry is None and len(head) < PROLOGUE_LIMIT:
             continue
-        end = min(entry.start(), PROLOGUE_LIMIT) if entry is not None else PROLOGUE_LIMIT
-        yield bytes(head[:end]).replace(_TIMEOUT_LINE, b"\n", 1) + bytes(head[end:])
+        yield _without_line(head, min(entry.start(), PROLOGUE_LIMIT) if entry is not None else PROLOGUE_LIMIT)
         head = None
     if head:
-        yield bytes(head[:PROLOGUE_LIMIT]).replace(_TIMEOUT_LINE, b"\n", 1) + bytes(head[PROLOGUE_LIMIT:])
+        yield _without_line(head, PROLOGUE_LIMIT)
+
+
+def _without_line(head: bytearray, prologue_end: int) -> bytes:
+    """``head`` without the first ``SET transaction_timeout`` line before ``prologue_end``."""
+    return bytes(head[:prologue_end]).replace(_TIMEOUT_LINE, b"\n", 1) + bytes(head[prologue_end:])
 
 
 async def _single(data: bytes) -> AsyncIterator[bytes]:
