@@ -47,6 +47,8 @@ class Decision:
     storage: str
     delete: bool
     reason: str
+    kept_for: str | None = None
+    """Kept only because this incremental (kept) is based on it: the rules alone would delete it."""
 
 
 def plan(
@@ -93,7 +95,12 @@ def _keep_chains(decisions: list[Decision], parents: Mapping[str, str | None]) -
     """Keep every backup that a kept incremental needs to be restored (``chains.needed_by``)."""
     needed = needed_by((d.backup_id for d in decisions if not d.delete), parents)
     return [
-        replace(decision, delete=False, reason=f"kept: incremental {needed[decision.backup_id]} is based on it")
+        replace(
+            decision,
+            delete=False,
+            reason=f"kept: incremental {needed[decision.backup_id]} is based on it",
+            kept_for=needed[decision.backup_id],
+        )
         if decision.delete and decision.backup_id in needed
         else decision
         for decision in decisions

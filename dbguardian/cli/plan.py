@@ -47,7 +47,7 @@ def command(ctx: click.Context, as_json: bool, count: int, at: str | None) -> No
     chains = [
         {"target": d.target, "storage": d.storage, "id": d.backup_id, "tier": d.tier, "reason": d.reason}
         for d in retention.decisions
-        if not d.delete and d.reason.startswith("kept: incremental ")
+        if d.kept_for is not None
     ]
     jobs: list[dict[str, Any]] = []
     for spec in specs:

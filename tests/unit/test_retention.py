@@ -165,6 +165,7 @@ def test_a_full_backup_beyond_keep_stays_while_a_kept_incremental_is_based_on_it
                                                 Rules({"base": 1, "incr": 7}), NOW)}  # fmt: skip
     assert not decisions[full.id].delete
     assert decisions[full.id].reason == f"kept: incremental {first.id} is based on it"
+    assert decisions[full.id].kept_for == first.id and decisions[first.id].kept_for is None
     # Once its incrementals expire, the chain goes with them.
     expired = plan([full, first, second, newer_full], "app", "local", Rules({"base": 1, "incr": 0}), NOW)
     assert set(deleted(expired)) == {full.id, first.id, second.id}
