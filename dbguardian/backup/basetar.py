@@ -50,11 +50,12 @@ class TarError(ValueError):
 
 
 class TarScanner:
-    """Watches a tar stream go by (fed in chunks of any size) and keeps a few small members.
+    """Watches a tar stream go by (fed in chunks of any size) and keeps a few members.
 
-    ``capture`` maps member names to how many bytes of each to keep (the *last* bytes: for
-    ``backup_manifest`` only its tail is needed). It never holds more than that plus one chunk, so the
-    scan costs no memory however large the data directory; it reads headers only, skipping data.
+    ``capture`` maps member names to how many bytes of each to keep (the *last* bytes: of a
+    ``backup_manifest`` larger than its limit, the tail holds what is read from it). It never holds more
+    than those limits plus one chunk, whatever the size of the data directory; it reads headers only,
+    skipping data.
     """
 
     def __init__(self, capture: Mapping[str, int]) -> None:
